@@ -1,0 +1,53 @@
+# Every target calls the CLI (or pytest) inside .venv; .venv is created or refreshed on demand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp
+COMPETITION ?= dogs-vs-cats-redux-kernels-edition
+DATA   ?= data
+BACKEND ?= tensorflow
+export KERAS_BACKEND ?= $(BACKEND)
+C_ARGS := -c $(COMPETITION) --data-dir $(DATA)
+
+.PHONY: venv test test-fast demo download train analyze submit bench wheel lesson clean
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU wheel that lies on disk; an unpinned torch pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q -e ".[tensorflow-cpu,jax,test]" "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import keras, tensorflow, jax, torch, kit" && touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -m backends tests
+	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider -m backends tests
+
+demo: venv
+	$(PY) -m kit demo
+
+download: venv
+	$(PY) -m kit download $(C_ARGS)
+
+train: venv
+	$(PY) -m kit train $(C_ARGS)
+
+analyze: venv
+	$(PY) -m kit analyze $(C_ARGS)
+
+submit: venv
+	$(PY) -m kit submit $(C_ARGS) $(if $(DRY_RUN),--dry-run,) $(if $(MESSAGE),-m "$(MESSAGE)",)
+
+bench: venv
+	$(PY) bench/cpu.py
+
+lesson: venv
+	$(PY) examples/lesson1.py
+
+wheel: venv
+	$(PY) -m pip wheel --no-deps -w dist . 2>&1 | grep -v "is ignored"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

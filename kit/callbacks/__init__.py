@@ -1,0 +1,1 @@
+"""Thin Keras callbacks over the pure functions in ``kit.schedules``."""

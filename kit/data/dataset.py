@@ -1,0 +1,191 @@
+"""`ImageClassifierData`: the lesson's data object over class folders, feeding uint8 batches."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kit.data.cache import decode_cached, default_workers
+from kit.data.files import check_same_classes, read_class_folders, read_flat_folder
+from kit.data.transforms import Transforms
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of rows of `x` (a memmap or array) with labels `y`, reshuffled every epoch.
+
+    Indices inside a batch are sorted so a memmap reads forward; the batch is still a random draw.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, bs: int, shuffle: bool = False, seed: int | None = None, rows: np.ndarray | None = None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.x, self.bs, self.shuffle = x, int(bs), shuffle
+        # `rows` picks the rows of x that belong (skipped images are left out); y is per kept row.
+        self._rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+        self.y = None if y is None else np.asarray(y)
+        self._rng = np.random.default_rng(seed)
+        self._order = np.arange(len(self._rows))
+        if shuffle:
+            self._rng.shuffle(self._order)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._rows) / self.bs)
+
+    def __getitem__(self, i: int):
+        pos = self._order[i * self.bs : (i + 1) * self.bs]
+        if self.shuffle:
+            pos = np.sort(pos)
+        xb = np.asarray(self.x[self._rows[pos]])
+        if self.y is None:
+            return (xb,)
+        return xb, self.y[pos]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._rng.shuffle(self._order)
+
+
+@dataclass
+class Split:
+    """One split's files, labels (None for test) and decoded images.
+
+    `images` is the whole decoded uint8 memmap; `rows` are its rows that belong to the split (files
+    that failed to decode are left out), aligned with `files` and `y`.
+    """
+
+    name: str
+    files: list[Path]
+    y: np.ndarray | None
+    images: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def fnames(self) -> list[str]:
+        return [str(f) for f in self.files]
+
+
+class ImageClassifierData:
+    """Train, valid and optional test images with their labels, as the lesson's `data` object.
+
+    Example:
+        data = ImageClassifierData.from_paths("data/dogscats/", tfms=tfms_from_model(resnet50, 224))
+        data.classes, data.val_y[:5], len(data.trn_ds)
+
+    Images are decoded once, in parallel worker processes, into a uint8 cache under `path/tmp/`
+    (reused by later runs) and fed to the model as uint8 batches; files that cannot be decoded are
+    left out of their split with one warning that lists them.
+    """
+
+    def __init__(self, path: Path, classes: list[str], trn: Split, val: Split, test: Split | None, tfms: tuple[Transforms, Transforms], bs: int, num_workers: int):
+        self.path, self.classes = Path(path), classes
+        self.trn_ds, self.val_ds, self.test_ds = trn, val, test
+        self.trn_tfms, self.val_tfms = tfms
+        self.bs, self.num_workers = bs, num_workers
+
+    # The lesson's attribute names.
+    @property
+    def c(self) -> int:
+        return len(self.classes)
+
+    @property
+    def sz(self) -> int:
+        return self.val_tfms.sz
+
+    @property
+    def trn_y(self) -> np.ndarray:
+        return self.trn_ds.y
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.val_ds.y
+
+    @property
+    def trn_files(self) -> list[str]:
+        return self.trn_ds.fnames
+
+    @property
+    def val_files(self) -> list[str]:
+        return self.val_ds.fnames
+
+    @property
+    def test_files(self) -> list[str]:
+        return self.test_ds.fnames if self.test_ds is not None else []
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.path / "tmp"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path / "models"
+
+    def split(self, name: str) -> Split:
+        s = {"train": self.trn_ds, "valid": self.val_ds, "test": self.test_ds}.get(name)
+        if s is None:
+            raise ValueError(f"Unknown or absent split {name!r}: choose 'train', 'valid' or 'test' (test needs test_name).")
+        return s
+
+    def batches(self, name: str, shuffle: bool = False, bs: int | None = None, seed: int | None = None) -> Batches:
+        s = self.split(name)
+        return Batches(s.images, s.y, bs or self.bs, shuffle=shuffle, seed=seed, rows=s.rows)
+
+    @classmethod
+    def from_paths(
+        cls,
+        path: str | Path,
+        tfms: tuple[Transforms, Transforms] | None = None,
+        bs: int = 64,
+        trn_name: str = "train",
+        val_name: str = "valid",
+        test_name: str | None = None,
+        num_workers: int | None = None,
+        progress: bool = True,
+    ) -> "ImageClassifierData":
+        """Reads `path/trn_name/<class>/*`, `path/val_name/<class>/*` and an optional flat test folder.
+
+        Args:
+            path: str or Path. The data folder (the lesson's PATH).
+            tfms: (train, valid) Transforms from `tfms_from_model`; None means 224 px, no augmentation.
+            bs: int. Batch size.
+            trn_name, val_name: str. Folder names of the training and validation splits.
+            test_name: str or None. A flat folder of unlabelled test images.
+            num_workers: int. Decoding processes (default: every core).
+            progress: bool. Show a progress bar while decoding.
+        """
+        path = Path(path)
+        if tfms is None:
+            tfms = (Transforms(224), Transforms(224))
+        if not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"bs must be a positive integer. Received bs={bs!r}.")
+        workers = default_workers() if num_workers is None else int(num_workers)
+        trn_files, trn_y, classes = read_class_folders(path, trn_name)
+        val_files, val_y, val_classes = read_class_folders(path, val_name)
+        check_same_classes(classes, val_classes, path, trn_name, val_name)
+        test_files = read_flat_folder(path / test_name) if test_name else None
+        sz = tfms[1].sz
+
+        def load(name: str, files: list[Path], y: np.ndarray | None) -> Split:
+            images, ok = decode_cached(files, sz, path / "tmp", name=name, num_workers=workers, progress=progress)
+            keep = np.flatnonzero(ok)
+            if len(keep) == 0:
+                raise ValueError(f"No image of the '{name}' split could be decoded ({len(files)} files in {path / name}).")
+            return Split(name, [files[i] for i in keep], None if y is None else y[keep], images, keep)
+
+        trn = load(trn_name, trn_files, trn_y)
+        val = load(val_name, val_files, val_y)
+        test = load(test_name, test_files, None) if test_files is not None else None
+        for s in (trn, val):
+            missing = sorted(set(range(len(classes))) - set(np.unique(s.y).tolist()))
+            if missing:
+                warnings.warn(f"Split '{s.name}' has no decodable image of classes {[classes[i] for i in missing]}.", stacklevel=2)
+        return cls(path, classes, trn, val, test, tfms, bs, workers)
+
+    def __repr__(self) -> str:
+        n_test = len(self.test_ds) if self.test_ds is not None else 0
+        return f"ImageClassifierData({self.path}, classes={self.classes}, sz={self.sz}, train={len(self.trn_ds)}, valid={len(self.val_ds)}, test={n_test}, bs={self.bs})"

@@ -1,0 +1,1 @@
+"""Competition plugins, one module per Kaggle competition (installed as ``kit.plugins``)."""
