@@ -1,0 +1,458 @@
+"""What a competition plugin declares, and the registry that finds plugins by slug.
+
+A plugin is one module in the `kit.plugins` package (or a third-party entry point in the group
+`"kit.plugins"`) that exposes `COMPETITION = Competition(...)`: the Kaggle slug, the files to
+download, how a training file's name gives its class, how a test file's name gives its id, the
+submission's columns and meaning, and the metric. Adding a competition means adding one file.
+
+Example:
+
+```python
+comp = get_competition("dogs-vs-cats-redux-kernels-edition")
+comp.label_from_name("cat.123.jpg")   # "cats"
+rows = comp.submission_rows(["1", "2"], probs, ["cats", "dogs"])   # [("1", "0.93"), ...]
+```
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+import re
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+# The submission kinds a plugin may declare:
+#   "probability": one column, the probability of `positive_class` (binary, e.g. redux's P(dog));
+#   "class_index": the predicted class's position in `Competition.classes` (2013: 1 = dog, 0 = cat);
+#   "class_name":  the predicted class's folder name (digits: "0" … "9").
+SUBMISSION_KINDS = ("probability", "class_index", "class_name")
+METRICS = ("log_loss", "accuracy")
+# Kaggle scores a log-loss submission with -log(p) for the true class: a confident wrong answer
+# (p = 0) costs infinity and one such row ruins the score. Clipping to [eps, 1 - eps] caps that
+# cost at log(1/eps) = 5.3 for eps = 0.005, while a right answer at 1 - eps costs only 0.005.
+DEFAULT_EPS = 0.005
+# The same reason in one line, for the CLI's --help.
+EPS_HELP = (
+    "log-loss submissions clip each probability to [eps, 1-eps] (default 0.005): a confident wrong "
+    "answer then costs log(1/eps) = 5.3 instead of infinity"
+)
+# The lesson's validation set: 2,000 of the 25,000 training images.
+DEFAULT_VALID = 2000
+ENTRY_POINT_GROUP = "kit.plugins"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Kaggle slugs are letters, digits, "-" and "_" (a few old competitions use capitals).
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def label_by_prefix(prefixes: Mapping[str, str]) -> Callable[[str], str | None]:
+    """Returns a `label_from_name` that reads the class from the name's first dot-separated part.
+
+    Kaggle names training images `<prefix>.<n>.<ext>`; the prefix is mapped to a class folder.
+
+    Example:
+
+    ```python
+    label = label_by_prefix({"cat": "cats", "dog": "dogs"})
+    label("cat.123.jpg")   # "cats"; label("123.jpg") is None
+    ```
+
+    Args:
+        prefixes: Mapping. File-name prefix (compared in lower case) to class folder name.
+    """
+    table = {k.lower(): v for k, v in prefixes.items()}
+
+    def label_from_name(filename: str) -> str | None:
+        name = Path(filename).name
+        if "." not in name:
+            return None
+        return table.get(name.split(".", 1)[0].lower())
+
+    return label_from_name
+
+
+def id_from_stem(filename: str) -> str:
+    """The test id Kaggle uses for a test image: its file name without extension ("123.jpg" → "123")."""
+    return Path(filename).stem
+
+
+def is_image_name(filename: str) -> bool:
+    """Whether a file name has an image extension (hidden files such as `._x.jpg` are not images)."""
+    name = Path(filename).name
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Competition:
+    """A Kaggle image-classification competition, as a plugin declares it.
+
+    Example:
+
+    ```python
+    COMPETITION = Competition(
+        slug="dogs-vs-cats", title="Dogs vs. Cats (2013)", classes=("cats", "dogs"),
+        files=("train.zip", "test1.zip"), train_zip="train.zip", test_zip="test1.zip",
+        label_from_name=label_by_prefix({"cat": "cats", "dog": "dogs"}),
+        submission_kind="class_index", metric="accuracy")
+    ```
+
+    Args:
+        slug: String. The Kaggle competition slug, also the folder under the data directory.
+        title: String. A human-readable name.
+        classes: Tuple of strings. The class folder names; their order defines "class_index".
+        files: Tuple of strings. The files to download from the competition.
+        train_zip: String. The file among `files` holding the labelled training images (a zip,
+            or, when already extracted, a folder named like the zip without `.zip`).
+        test_zip: String. The file among `files` holding the unlabelled test images.
+        label_from_name: Callable. Training file name → class folder name, or None for a file that
+            is not a training image.
+        test_id: Callable. Test file name → the id written in the submission.
+        submission_columns: Tuple of two strings. The submission's header.
+        submission_kind: String. One of "probability", "class_index", "class_name".
+        positive_class: String or None. For "probability": the class whose probability is written.
+        metric: String. "log_loss" or "accuracy" (how Kaggle scores, and how we score locally).
+        eps: Float. Probabilities are clipped to [eps, 1 - eps] for log loss (see DEFAULT_EPS).
+        valid_size: Integer. The default number of validation images split from the training set.
+        local_source: Callable or None. For offline competitions: `local_source(dest_dir)` writes the
+            competition's files into dest_dir and returns their paths (instead of downloading).
+        local_answers: Callable or None. `local_answers(dest_dir)` returns {test id: class name} so
+            a submission can be scored locally.
+        description: String. One line shown when listing competitions.
+    """
+
+    slug: str
+    title: str
+    classes: tuple[str, ...]
+    files: tuple[str, ...]
+    train_zip: str
+    test_zip: str
+    label_from_name: Callable[[str], str | None]
+    test_id: Callable[[str], str] = id_from_stem
+    submission_columns: tuple[str, str] = ("id", "label")
+    submission_kind: str = "probability"
+    positive_class: str | None = None
+    metric: str = "log_loss"
+    eps: float = DEFAULT_EPS
+    valid_size: int = DEFAULT_VALID
+    local_source: Callable[[Path], list[Path]] | None = field(default=None, compare=False)
+    local_answers: Callable[[Path], dict[str, str]] | None = field(default=None, compare=False)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # Lists are accepted for convenience, but a frozen declaration must hold tuples.
+        for name in ("classes", "files", "submission_columns"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        where = f"Competition(slug={self.slug!r})"
+        if not isinstance(self.slug, str) or not _SLUG.fullmatch(self.slug):
+            raise ValueError(
+                f"{where}: slug must be letters, digits, '-' and '_' (a Kaggle slug). "
+                f"Received slug={self.slug!r}"
+            )
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"{where}: classes must be at least two distinct names. Received classes={self.classes!r}")
+        for c in self.classes:
+            if not isinstance(c, str) or not c or c in (".", "..") or "/" in c or "\\" in c:
+                raise ValueError(f"{where}: each class must be a plain folder name. Received {c!r} in classes")
+        for name in ("train_zip", "test_zip"):
+            if getattr(self, name) not in self.files:
+                raise ValueError(
+                    f"{where}: {name} must be one of files={self.files!r}. Received {name}={getattr(self, name)!r}"
+                )
+        if len(self.submission_columns) != 2:
+            raise ValueError(
+                f"{where}: submission_columns must be (id column, label column). "
+                f"Received submission_columns={self.submission_columns!r}"
+            )
+        if self.submission_kind not in SUBMISSION_KINDS:
+            raise ValueError(
+                f"{where}: submission_kind must be one of {SUBMISSION_KINDS}. Received submission_kind={self.submission_kind!r}"
+            )
+        if self.metric not in METRICS:
+            raise ValueError(f"{where}: metric must be one of {METRICS}. Received metric={self.metric!r}")
+        if self.submission_kind == "probability":
+            if len(self.classes) != 2 or self.positive_class not in self.classes:
+                raise ValueError(
+                    f"{where}: a 'probability' submission needs two classes and positive_class among them. "
+                    f"Received classes={self.classes!r}, positive_class={self.positive_class!r}"
+                )
+        elif self.metric == "log_loss":
+            raise ValueError(
+                f"{where}: metric='log_loss' needs submission_kind='probability' (a hard class has no loss). "
+                f"Received submission_kind={self.submission_kind!r}"
+            )
+        if not (isinstance(self.eps, (int, float)) and 0 <= self.eps < 0.5):
+            raise ValueError(f"{where}: eps must be in [0, 0.5). Received eps={self.eps!r}")
+        if isinstance(self.valid_size, bool) or not isinstance(self.valid_size, int) or self.valid_size < 0:
+            raise ValueError(f"{where}: valid_size must be an integer >= 0. Received valid_size={self.valid_size!r}")
+
+    @property
+    def url(self) -> str:
+        """The competition's page on Kaggle."""
+        return f"https://www.kaggle.com/competitions/{self.slug}"
+
+    @property
+    def rules_url(self) -> str:
+        """Where a person accepts the rules (Kaggle answers 403 until they do)."""
+        return f"{self.url}/rules"
+
+    @property
+    def is_offline(self) -> bool:
+        """Whether the files are generated locally (`local_source`) instead of downloaded."""
+        return self.local_source is not None
+
+    def submission_rows(
+        self, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str], eps: float | None = None
+    ) -> list[tuple[str, str]]:
+        """Turns test ids and class probabilities into submission rows; see `submission_rows`."""
+        return submission_rows(self, ids, probs, classes, eps=eps)
+
+    def score(self, values: Mapping[str, str], answers: Mapping[str, str]) -> float:
+        """Scores submission values {id: label text} against answers {id: class}; see `score_rows`."""
+        return score_rows(self, values, answers)
+
+
+def _check_classes(competition: Competition, classes: Sequence[str]) -> list[str]:
+    classes = [str(c) for c in classes]
+    if sorted(classes) != sorted(competition.classes):
+        raise ValueError(
+            f"classes must be the classes of {competition.slug!r} {list(competition.classes)} in the "
+            f"model's column order. Received classes={classes}"
+        )
+    return classes
+
+
+def _sort_key(i: str):
+    # Kaggle lists test ids numerically (1, 2, …, 10), not as strings (1, 10, 2).
+    return (0, int(i), "") if i.isdigit() else (1, 0, i)
+
+
+def submission_rows(
+    competition: Competition,
+    ids: Sequence[str],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    eps: float | None = None,
+) -> list[tuple[str, str]]:
+    """Turns test ids and class probabilities into the competition's submission rows.
+
+    Rows are sorted by id (numerically when every id is a number, as Kaggle's sample files are).
+    For log loss the probability is clipped to [eps, 1 - eps] (see DEFAULT_EPS for why).
+
+    Example:
+
+    ```python
+    submission_rows(redux, ["1", "2"], np.array([[0.9, 0.1], [0.2, 0.8]]), ["cats", "dogs"])
+    # [("1", "0.1"), ("2", "0.8")]
+    ```
+
+    Args:
+        competition: Competition. What the submission must look like.
+        ids: Sequence of strings. Test ids, one per row of probs.
+        probs: Array of shape (N, len(classes)). Class probabilities (not log-probabilities).
+        classes: Sequence of strings. The class of each column of probs.
+        eps: Float or None. The clip for log loss; None means `competition.eps`.
+
+    Returns:
+        A list of (id, label text) tuples.
+    """
+    classes = _check_classes(competition, classes)
+    ids = [str(i) for i in ids]
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape != (len(ids), len(classes)):
+        raise ValueError(
+            f"probs must have shape (len(ids), len(classes)) = ({len(ids)}, {len(classes)}). "
+            f"Received probs.shape={probs.shape}"
+        )
+    if not np.all(np.isfinite(probs)) or probs.min(initial=0.0) < 0 or probs.max(initial=0.0) > 1:
+        raise ValueError(
+            "probs must be probabilities in [0, 1] (apply exp to log-probabilities). "
+            f"Received values in [{np.nanmin(probs) if probs.size else 0}, {np.nanmax(probs) if probs.size else 0}]"
+        )
+    seen: set[str] = set()
+    for i in ids:
+        if not i or i in seen:
+            raise ValueError(f"ids must be distinct and non-empty. Received {i!r}" + (" twice" if i else ""))
+        seen.add(i)
+    eps = competition.eps if eps is None else eps
+    if not (isinstance(eps, (int, float)) and 0 <= eps < 0.5):
+        raise ValueError(f"eps must be in [0, 0.5). Received eps={eps!r}")
+
+    kind = competition.submission_kind
+    if kind == "probability":
+        p = probs[:, classes.index(competition.positive_class)]
+        if competition.metric == "log_loss":
+            p = np.clip(p, eps, 1 - eps)
+        # Six significant digits keep far more precision than the log-loss clip needs.
+        labels = [format(float(v), ".6g") for v in p]
+    else:
+        predicted = [classes[k] for k in np.argmax(probs, axis=1)]
+        if kind == "class_index":
+            labels = [str(competition.classes.index(c)) for c in predicted]
+        else:
+            labels = predicted
+    return sorted(zip(ids, labels), key=lambda row: _sort_key(row[0]))
+
+
+def parse_value(competition: Competition, text: str) -> float | str:
+    """Parses one submission label; raises ValueError saying the rule when it is not valid.
+
+    Returns:
+        The probability (float) for "probability" submissions, otherwise the class name.
+    """
+    kind = competition.submission_kind
+    if kind == "probability":
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError(f"must be a probability in [0, 1]. Received {text!r}") from None
+        if not math.isfinite(v) or not 0 <= v <= 1:
+            raise ValueError(f"must be a probability in [0, 1]. Received {text!r}")
+        return v
+    if kind == "class_index":
+        n = len(competition.classes)
+        if not re.fullmatch(r"[0-9]+", text.strip()) or int(text) >= n:
+            raise ValueError(
+                f"must be a class index 0..{n - 1} ({', '.join(f'{i}={c}' for i, c in enumerate(competition.classes))}). "
+                f"Received {text!r}"
+            )
+        return competition.classes[int(text)]
+    if text not in competition.classes:
+        raise ValueError(f"must be one of the classes {list(competition.classes)}. Received {text!r}")
+    return text
+
+
+def score_rows(competition: Competition, values: Mapping[str, str], answers: Mapping[str, str]) -> float:
+    """Scores submission values against known answers with the competition's metric.
+
+    Example:
+
+    ```python
+    score_rows(redux, {"1": "0.9", "2": "0.2"}, {"1": "dogs", "2": "cats"})   # log loss 0.164
+    ```
+
+    Args:
+        competition: Competition. Gives the metric and the meaning of a label.
+        values: Mapping. Test id → label text as written in the submission.
+        answers: Mapping. Test id → true class name; must cover exactly the same ids.
+
+    Returns:
+        The log loss (lower is better) or the accuracy (higher is better).
+    """
+    from sklearn.metrics import accuracy_score, log_loss
+
+    missing = sorted(set(answers) - set(values), key=_sort_key)
+    extra = sorted(set(values) - set(answers), key=_sort_key)
+    if missing or extra:
+        raise ValueError(
+            f"the submission's ids must be the answers' ids. Missing ids {missing[:5]}"
+            f"{' …' if len(missing) > 5 else ''}; unknown ids {extra[:5]}{' …' if len(extra) > 5 else ''}"
+        )
+    if not answers:
+        raise ValueError("answers must not be empty")
+    bad = {i: c for i, c in answers.items() if c not in competition.classes}
+    if bad:
+        i, c = next(iter(bad.items()))
+        raise ValueError(f"answers must be classes of {competition.slug!r} {list(competition.classes)}. Received {c!r} for id {i!r}")
+    order = sorted(answers, key=_sort_key)
+    parsed = [parse_value(competition, values[i]) for i in order]
+    truth = [answers[i] for i in order]
+    if competition.submission_kind == "probability":
+        y = np.array([t == competition.positive_class for t in truth], dtype=np.int64)
+        p = np.array(parsed, dtype=np.float64)
+        if competition.metric == "log_loss":
+            return float(log_loss(y, p, labels=[0, 1]))
+        return float(accuracy_score(y, (p >= 0.5).astype(np.int64)))
+    return float(accuracy_score(truth, parsed))
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry.
+
+_REGISTRY: dict[str, Competition] | None = None
+
+
+def _plugin_competition(obj: object, origin: str) -> Competition:
+    comp = getattr(obj, "COMPETITION", obj)
+    if not isinstance(comp, Competition):
+        raise TypeError(
+            f"plugin {origin} must expose COMPETITION = Competition(...). Received {type(comp).__name__}"
+        )
+    return comp
+
+
+def _add(registry: dict[str, Competition], comp: Competition, origin: str) -> None:
+    if comp.slug in registry and registry[comp.slug] is not comp:
+        raise ValueError(f"plugin {origin} declares slug {comp.slug!r}, which another plugin already declares")
+    registry[comp.slug] = comp
+
+
+def _discover() -> dict[str, Competition]:
+    import kit.plugins
+
+    registry: dict[str, Competition] = {}
+    for info in sorted(pkgutil.iter_modules(kit.plugins.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"kit.plugins.{info.name}")
+        _add(registry, _plugin_competition(module, f"kit.plugins.{info.name}"), f"kit.plugins.{info.name}")
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        # A broken third-party plugin must not take the built-in competitions down with it.
+        try:
+            comp = _plugin_competition(ep.load(), f"entry point {ep.name!r} ({ep.value})")
+            _add(registry, comp, f"entry point {ep.name!r} ({ep.value})")
+        except Exception as e:  # noqa: BLE001 - reported, then skipped
+            warnings.warn(f"skipping competition plugin {ep.name!r} ({ep.value}): {e}", stacklevel=3)
+    return registry
+
+
+def _registry(refresh: bool = False) -> dict[str, Competition]:
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        _REGISTRY = _discover()
+    return _REGISTRY
+
+
+def list_competitions(refresh: bool = False) -> list[Competition]:
+    """All known competitions, sorted by slug: the `kit.plugins` modules and third-party entry points.
+
+    Example:
+
+    ```python
+    [c.slug for c in list_competitions()]   # ["digits", "dogs-vs-cats", ...]
+    ```
+
+    Args:
+        refresh: Boolean. Search the plugins again instead of using the cached result.
+    """
+    reg = _registry(refresh)
+    return [reg[s] for s in sorted(reg)]
+
+
+def get_competition(slug: str | Competition) -> Competition:
+    """The competition with this slug; raises ValueError listing the known slugs when there is none.
+
+    Example:
+
+    ```python
+    get_competition("dogs-vs-cats").metric   # "accuracy"
+    ```
+
+    Args:
+        slug: String (or a Competition, returned as is).
+    """
+    if isinstance(slug, Competition):
+        return slug
+    reg = _registry()
+    if slug not in reg:
+        raise ValueError(f"Unknown competition {slug!r}. Known competitions: {', '.join(sorted(reg))}")
+    return reg[slug]
+
+
+def known_slugs() -> list[str]:
+    """The slugs of all known competitions, sorted."""
+    return sorted(_registry())
