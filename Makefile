@@ -29,16 +29,16 @@ demo: venv
 	$(PY) -m kit demo
 
 download: venv
-	$(PY) -m kit download $(C_ARGS)
+	$(PY) -m kit download $(C_ARGS) $(DOWNLOAD_ARGS)
 
 train: venv
-	$(PY) -m kit train $(C_ARGS)
+	$(PY) -m kit train $(C_ARGS) $(TRAIN_ARGS)
 
 analyze: venv
 	$(PY) -m kit analyze $(C_ARGS)
 
 submit: venv
-	$(PY) -m kit submit $(C_ARGS) $(if $(DRY_RUN),--dry-run,) $(if $(MESSAGE),-m "$(MESSAGE)",)
+	$(PY) -m kit submit $(C_ARGS) $(if $(DRY_RUN),--dry-run,) $(if $(MESSAGE),-m "$(MESSAGE)",) $(SUBMIT_ARGS)
 
 bench: venv
 	$(PY) bench/cpu.py

@@ -1,0 +1,146 @@
+"""`kit` command line: one library call per subcommand. The only place that prints and exits.
+
+    kit download [-c SLUG] [--data-dir DIR] [--valid N] [--seed S] [--force]
+    kit train    [-c SLUG] [--data-dir DIR] [--arch NAME] [--weights imagenet|none|PATH] [--size PX] [--epochs N] [--config FILE]
+    kit analyze  [-c SLUG] [--data-dir DIR]
+    kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run]
+    kit demo     (the offline digits demo, end to end)
+    kit list     (known competitions)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_SLUG = "dogs-vs-cats-redux-kernels-edition"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--competition", default=DEFAULT_SLUG, help=f"competition slug (default: {DEFAULT_SLUG}; `kit list` shows all)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: ./data, or /kaggle/working/data in a Kaggle notebook)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="fetch the competition's files and lay them out as class folders")
+    _common(p)
+    p.add_argument("--valid", type=int, default=None, help="validation images split from train (default: the competition's, 2,000 for Dogs vs. Cats)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the stratified split")
+    p.add_argument("--force", action="store_true", help="rebuild an existing layout with another seed or split size")
+
+    p = sub.add_parser("train", help="precompute, lr_find, fit (and optional unfrozen stages); saves the run")
+    _common(p)
+    p.add_argument("--arch", default=None, help="resnet50 (default), resnet101, resnet152, resnet50v2, efficientnet_lite0, or a keras.applications name")
+    p.add_argument("--weights", default=None, help="imagenet (default), none, or a weights file")
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (default 224)")
+    p.add_argument("--epochs", type=int, default=None, help="head epochs on precomputed activations (default 3)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
+    p.add_argument("--unfreeze-epochs", type=int, default=None, help="SGDR cycles with all layers and differential rates (default 0)")
+    p.add_argument("--bs", type=int, default=None, help="batch size (default 64)")
+    p.add_argument("--sample", action="store_true", default=None, help="train on sample/ for a quick look")
+    p.add_argument("--config", default=None, help="JSON or TOML file of TrainConfig fields; flags override it")
+
+    p = sub.add_parser("analyze", help="plots and report.html of the latest run")
+    _common(p)
+
+    p = sub.add_parser(
+        "submit",
+        help="write, validate and upload a submission CSV",
+        description="Writes submissions/<slug>-<UTC time>-<arch>.csv atomically from the latest run's test "
+        "predictions, validates it, then uploads it. For log-loss competitions probabilities are clipped to "
+        "[eps, 1-eps] (default eps=0.005): Kaggle charges -log(p) for the true class, so one confident "
+        "mistake at p=0 would cost infinity; clipped, it costs at most log(200)=5.3.",
+    )
+    _common(p)
+    p.add_argument("-m", "--message", default=None, help="submission message shown on Kaggle")
+    p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
+    p.add_argument("--eps", type=float, default=None, help="clip probabilities to [eps, 1-eps] for log loss (default 0.005)")
+    p.add_argument("--out-dir", default="submissions", help="folder of the submission CSVs (default: submissions/)")
+
+    p = sub.add_parser("demo", help="the offline end-to-end demo on real handwritten digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="a small slice, for smoke tests")
+
+    sub.add_parser("list", help="known competitions")
+    return parser
+
+
+def _download(a: argparse.Namespace) -> None:
+    from kit.pipeline import download
+
+    r = download(a.competition, a.data_dir, valid=a.valid, seed=a.seed, force=a.force)
+    counts = ", ".join(f"{k} {v}" for k, v in r.counts.items())
+    print(f"download: {r.root} ({r.source}): {counts}")
+
+
+def _train(a: argparse.Namespace) -> None:
+    from kit.config import load_config
+    from kit.pipeline import data_dir_or_default
+    from kit.train import train
+
+    cfg = load_config(
+        a.config, competition=a.competition, arch=a.arch, weights=a.weights, size=a.size, epochs=a.epochs,
+        lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample,
+    )
+    run = train(cfg, data_dir_or_default(a.data_dir))
+    print(f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}")
+
+
+def _analyze(a: argparse.Namespace) -> None:
+    from kit.pipeline import analyze
+
+    print(f"analyze: {analyze(a.competition, a.data_dir)}")
+
+
+def _submit(a: argparse.Namespace) -> None:
+    from kit.pipeline import submit
+
+    r = submit(a.competition, a.data_dir, message=a.message, dry_run=a.dry_run, eps=a.eps, out_dir=a.out_dir)
+    line = f"submit: {r.path} ({r.n_rows} rows, valid)"
+    if r.local_score is not None:
+        line += f", local {r.metric} {r.local_score:.4f}"
+    if r.status is not None:
+        s = r.status
+        line += f", Kaggle: {getattr(s, 'status', s)}"
+        if getattr(s, "public_score", None) is not None:
+            line += f", public score {s.public_score}"
+    elif a.dry_run:
+        line += ", not uploaded (--dry-run)"
+    print(line)
+
+
+def _demo(a: argparse.Namespace) -> None:
+    from kit.demo import run_demo
+
+    print(run_demo(a.data_dir, quick=a.quick).summary)
+
+
+def _list(a: argparse.Namespace) -> None:
+    from kit.competition import list_competitions
+
+    for c in list_competitions():
+        print(f"{c.slug:40s} {c.title} ({c.metric})")
+
+
+COMMANDS = {"download": _download, "train": _train, "analyze": _analyze, "submit": _submit, "demo": _demo, "list": _list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("kit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- the CLI's job: one line a person can act on
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"kit {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Training configuration: a dataclass with commented defaults → an optional JSON/TOML file → CLI flags.
+
+The resolved configuration is saved beside every run's outputs (config.json), so each submission
+can be traced to how it was made.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    competition: str = "dogs-vs-cats-redux-kernels-edition"
+    data_dir: str | None = None       # None: /kaggle/working/data in a Kaggle notebook, else ./data
+    arch: str = "resnet50"            # Keras has no ResNet34, the lesson's arch; 50 is the nearest
+    weights: str = "imagenet"         # "imagenet", "none", or a weights file
+    size: int = 224                   # the lesson's sz: what ImageNet models were trained at
+    bs: int = 64                      # fits a ResNet50 at 224 px in 8 GB with room to spare
+    lr: float | None = None           # None: take lr_find's suggestion
+    epochs: int = 3                   # head epochs (SGDR cycles if cycle_len) on precomputed activations
+    cycle_len: int | None = 1         # SGDR cycles of 1 epoch; None for a constant rate
+    cycle_mult: int = 1
+    aug: str = "side_on"              # "side_on" (photos), "top_down" (satellite), "none"
+    max_zoom: float = 1.1
+    augment_epochs: int = 0           # head epochs on augmented images after the precomputed ones
+    unfreeze_epochs: int = 0          # SGDR cycles with the whole net unfrozen (cycle_mult=2 as in lesson 1)
+    lr_div: float = 10.0              # differential rates when unfrozen: [lr/div², lr/div, lr]
+    tta: bool = True                  # test-time augmentation for the validation and test predictions
+    n_aug: int = 4
+    sample: bool = False              # train on data/<slug>/sample/ for a quick look
+    seed: int = 42
+    num_workers: int | None = None    # decoding processes; None: every core
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError as e:  # Python 3.10
+            raise ValueError(f"TOML config files need Python 3.11+; write {path.with_suffix('.json')} instead.") from e
+
+        return tomllib.loads(text)
+    return json.loads(text)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the file at `path` (JSON or TOML), then `overrides` whose value is not None.
+
+    Raises:
+        ValueError: an unknown key (the valid ones are listed) or a value of the wrong kind.
+    """
+    names = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file not found: {path}.")
+        try:
+            values.update(_read(path))
+        except (json.JSONDecodeError, ValueError) as e:
+            raise ValueError(f"Cannot parse config file {path}: {e}") from e
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(names)}.")
+    cfg = TrainConfig(**values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: TrainConfig) -> None:
+    def positive_int(name: str, allow_zero: bool = False) -> None:
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
+            raise ValueError(f"Config {name} must be an integer >= {0 if allow_zero else 1}. Received {name}={v!r}.")
+
+    for n in ("size", "bs", "epochs", "cycle_mult", "seed"):
+        positive_int(n, allow_zero=n == "seed")
+    for n in ("augment_epochs", "unfreeze_epochs", "n_aug"):
+        positive_int(n, allow_zero=True)
+    if cfg.cycle_len is not None:
+        positive_int("cycle_len")
+    if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
+        raise ValueError(f"Config lr must be a positive number or None (lr_find). Received lr={cfg.lr!r}.")
+    if cfg.aug not in ("side_on", "top_down", "none"):
+        raise ValueError(f"Config aug must be 'side_on', 'top_down' or 'none'. Received aug={cfg.aug!r}.")
+    if cfg.lr_div <= 1:
+        raise ValueError(f"Config lr_div must be > 1. Received lr_div={cfg.lr_div!r}.")

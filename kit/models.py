@@ -1,0 +1,286 @@
+"""Archs (pretrained bodies), where their ImageNet weights come from, and the lesson's head.
+
+An `Arch` names a keras.applications constructor (or ours, efficientnet_lite0), the preprocessing its
+weights expect, and the file its ImageNet weights live in. Weights resolve in a fixed order, so an
+offline machine gets a clear answer instead of a hanging download:
+
+    an explicit path → a file of that name under /kaggle/input/** → the Keras cache
+    (~/.keras/models) → download (when online) → an error naming the file and where to put it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+from keras import ops
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+# The preprocessing each keras.applications module's ImageNet weights were trained with.
+PREPROCESS_BY_MODULE = {
+    "resnet": "caffe", "resnet50": "caffe", "vgg16": "caffe", "vgg19": "caffe",
+    "resnet_v2": "tf", "inception_v3": "tf", "inception_resnet_v2": "tf", "xception": "tf",
+    "mobilenet": "tf", "mobilenet_v2": "tf", "nasnet": "tf",
+    "densenet": "torch",
+    # These include their own rescaling layers: feed raw 0..255 pixels.
+    "mobilenet_v3": "none", "efficientnet": "none", "efficientnet_v2": "none", "convnext": "none", "regnet": "none",
+}
+PREPROCESS_MODES = ("caffe", "tf", "torch", "lite", "none")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# PyTorch's (and so fastai's) BatchNorm momentum of 0.1, in Keras' convention: Keras' default 0.99
+# leaves the head's running statistics far from the batch statistics after a few hundred steps.
+HEAD_BN_MOMENTUM = 0.9
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """ImageNet weights are not on this machine and could not be downloaded."""
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class Preprocess(keras.layers.Layer):
+    """Casts uint8 pixels to float and applies an arch's preprocessing, on the device.
+
+    Modes: "caffe" (RGB→BGR, minus the ImageNet mean), "tf" (to [-1, 1]), "torch" ([0, 1], then
+    ImageNet mean/std), "lite" ((x − 127) / 128, EfficientNet-Lite), "none" (float 0..255).
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(f"Preprocess mode must be one of {PREPROCESS_MODES}. Received mode={mode!r}.")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        if self.mode == "caffe":
+            return x[..., ::-1] - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_IMAGENET_MEAN, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(_IMAGENET_STD, dtype=self.compute_dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "lite":
+            return (x - 127.0) / 128.0
+        return x
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A pretrained body: how to build it, how to feed it, where its ImageNet weights live.
+
+    Args:
+        name: str. The registry name, e.g. "resnet50".
+        constructor: callable. Builds the model: `constructor(include_top=False, weights=None,
+            input_shape=(sz, sz, 3))`.
+        preprocess: str. One of PREPROCESS_MODES.
+        weights_file: str or None. File name of the ImageNet no-top weights in the Keras cache.
+        weights_url: str or None. Where that file is downloaded from when online.
+        split_at: str or None. Name prefix of the first layer of the second layer group (for
+            differential learning rates); None splits the body's layers in half.
+        resolve: callable or None. A resolver of its own for weights="imagenet" (efficientnet_lite0).
+    """
+
+    name: str
+    constructor: Callable[..., keras.Model]
+    preprocess: str
+    weights_file: str | None = None
+    weights_url: str | None = None
+    split_at: str | None = None
+    resolve: Callable[[], Path] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> keras.Model:
+        return self.constructor(*args, **kwargs)
+
+
+def _keras_app(name: str, ctor_name: str, module: str, subdir: str, file_stem: str | None = None, split_at: str | None = None) -> Arch:
+    def constructor(**kwargs: Any) -> keras.Model:
+        return getattr(keras.applications, ctor_name)(**kwargs)
+
+    fname = f"{file_stem or name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    return Arch(name, constructor, PREPROCESS_BY_MODULE[module], fname, KERAS_WEIGHTS_URL + subdir + fname, split_at)
+
+
+resnet50 = _keras_app("resnet50", "ResNet50", "resnet", "resnet/", split_at="conv4_block1")
+resnet101 = _keras_app("resnet101", "ResNet101", "resnet", "resnet/", split_at="conv4_block1")
+resnet152 = _keras_app("resnet152", "ResNet152", "resnet", "resnet/", split_at="conv4_block1")
+resnet50v2 = _keras_app("resnet50v2", "ResNet50V2", "resnet_v2", "resnet/", split_at="conv4_block1")
+resnet101v2 = _keras_app("resnet101v2", "ResNet101V2", "resnet_v2", "resnet/", split_at="conv4_block1")
+resnet152v2 = _keras_app("resnet152v2", "ResNet152V2", "resnet_v2", "resnet/", split_at="conv4_block1")
+
+
+def _lite0_constructor(**kwargs: Any) -> keras.Model:
+    from kit.efficientnet_lite import EfficientNetLite0
+
+    return EfficientNetLite0(**kwargs)
+
+
+def _lite0_resolve() -> Path:
+    from kit.efficientnet_lite import lite0_weights_path
+
+    return lite0_weights_path()
+
+
+efficientnet_lite0 = Arch("efficientnet_lite0", _lite0_constructor, "lite", split_at="block4", resolve=_lite0_resolve)
+
+ARCHS: dict[str, Arch] = {a.name: a for a in (resnet50, resnet101, resnet152, resnet50v2, resnet101v2, resnet152v2, efficientnet_lite0)}
+
+
+def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
+    """An Arch from a registry name, an Arch, or any keras.applications constructor."""
+    if isinstance(arch, Arch):
+        return arch
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key in ARCHS:
+            return ARCHS[key]
+        ctor = getattr(keras.applications, arch, None)
+        if ctor is None:
+            raise ValueError(f"Unknown arch {arch!r}. Known: {sorted(ARCHS)}, or any keras.applications constructor name (e.g. 'ConvNeXtTiny').")
+        arch = ctor
+    if callable(arch):
+        module = getattr(arch, "__module__", "").rsplit(".", 1)[-1]
+        mode = PREPROCESS_BY_MODULE.get(module)
+        if mode is None:
+            raise ValueError(
+                f"Cannot tell the preprocessing of {getattr(arch, '__name__', arch)!r} (module {module!r}); "
+                f"wrap it as kit.models.Arch(name, constructor, preprocess=one of {PREPROCESS_MODES})."
+            )
+        name = getattr(arch, "__name__", "custom").lower()
+        return Arch(name, arch, mode)
+    raise ValueError(f"arch must be a name, an Arch or a keras.applications constructor. Received {arch!r}.")
+
+
+def kaggle_input_root() -> Path:
+    """Where a Kaggle notebook mounts attached datasets (KIT_KAGGLE_INPUT overrides, for tests)."""
+    return Path(os.environ.get("KIT_KAGGLE_INPUT", "/kaggle/input"))
+
+
+def keras_cache_dir() -> Path:
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(base) / "models"
+
+
+def find_in_kaggle_input(fname: str) -> Path | None:
+    root = kaggle_input_root()
+    if not root.is_dir():
+        return None
+    return next(iter(sorted(root.rglob(fname))), None)
+
+
+def resolve_weights(arch: Arch, weights: str | Path | None, download: bool = True) -> Path | None:
+    """The weights file for `arch`, or None for random initialisation.
+
+    Args:
+        arch: Arch.
+        weights: "imagenet", None / "none", or a path to a weights file.
+        download: bool. Try downloading when the file is nowhere on disk.
+
+    Raises:
+        FileNotFoundError: an explicit path that does not exist.
+        WeightsNotFoundError: ImageNet weights not found offline, with what to do about it.
+    """
+    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
+        return None
+    if not (isinstance(weights, str) and weights.lower() == "imagenet"):
+        p = Path(weights).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"weights file not found: {p}. Pass weights='imagenet', None, or an existing file.")
+        return p
+    if arch.resolve is not None:
+        return arch.resolve()
+    if arch.weights_file is None:
+        raise WeightsNotFoundError(f"{arch.name} has no known ImageNet weights file; pass weights=PATH or weights=None.")
+    found = find_in_kaggle_input(arch.weights_file)
+    if found:
+        return found
+    cached = keras_cache_dir() / arch.weights_file
+    if cached.is_file():
+        return cached
+    if download and arch.weights_url:
+        try:
+            return Path(keras.utils.get_file(arch.weights_file, arch.weights_url, cache_subdir="models"))
+        except Exception as e:  # noqa: BLE001 -- any network failure means "offline" to the user
+            reason = f"download failed ({type(e).__name__}: {e})"
+    else:
+        reason = "download disabled"
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {arch.name} not found: {reason}. Put the file {arch.weights_file} in "
+        f"{keras_cache_dir()}/ or in a dataset attached under {kaggle_input_root()}/ (e.g. a Kaggle dataset "
+        f"of Keras weights), or pass weights=PATH, or weights=None to train from scratch. "
+        f"Online, it comes from {arch.weights_url}."
+    )
+
+
+def build_body(arch: Arch, sz: int, weights: str | Path | None = "imagenet") -> keras.Model:
+    """The pretrained body as a model from uint8 images (sz, sz, 3) to feature maps."""
+    path = resolve_weights(arch, weights)
+    backbone = arch.constructor(include_top=False, weights=None, input_shape=(sz, sz, 3))
+    if path is not None:
+        backbone.load_weights(str(path))
+    inp = keras.Input((sz, sz, 3), dtype="uint8", name="image")
+    x = Preprocess(arch.preprocess, name="preprocess")(inp)
+    return keras.Model(inp, backbone(x), name=f"{arch.name}_body")
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class ConcatPool(keras.layers.Layer):
+    """Concatenated global average and max pooling (fastai's AdaptiveConcatPool2d): 2·C features."""
+
+    def call(self, x):
+        return ops.concatenate([ops.mean(x, axis=(1, 2)), ops.max(x, axis=(1, 2))], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class LogSoftmax(keras.layers.Layer):
+    def call(self, x):
+        return ops.log_softmax(ops.cast(x, "float32"), axis=-1)
+
+
+def build_head(n_features: int, c: int, ps: float | list[float] = (0.25, 0.5), xtra_fc: list[int] | None = None) -> keras.Sequential:
+    """fastai's head: [BN → dropout → Dense(relu)] per extra layer, then BN → dropout → Dense(c) → log-softmax.
+
+    Args:
+        n_features: int. Width of the pooled features.
+        c: int. Number of classes.
+        ps: float or list of float. Dropout before each Dense; one value is used for all.
+        xtra_fc: list of int. Hidden Dense widths (default [512]).
+    """
+    xtra_fc = [512] if xtra_fc is None else list(xtra_fc)
+    n = len(xtra_fc) + 1
+    ps = [float(ps)] * n if isinstance(ps, (int, float)) else list(ps)
+    if len(ps) == 1:
+        ps = ps * n
+    if len(ps) != n:
+        raise ValueError(f"ps needs one dropout per Dense layer ({n} for xtra_fc={xtra_fc}). Received ps={ps}.")
+    for p in ps:
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout values must be in [0, 1). Received ps={ps}.")
+    layers: list[keras.layers.Layer] = [keras.Input((n_features,))]
+    for width, p in zip(xtra_fc, ps):
+        layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(p), keras.layers.Dense(width, activation="relu")]
+    layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(ps[-1]), keras.layers.Dense(c), LogSoftmax()]
+    return keras.Sequential(layers, name="head")
+
+
+def split_body_layers(backbone: keras.Model, split_at: str | None) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
+    """The body's layers in two groups: early (generic features) and late (specific ones)."""
+    layers = [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
+    idx = None
+    if split_at:
+        idx = next((i for i, l in enumerate(layers) if l.name.startswith(split_at)), None)
+    if idx is None:
+        idx = len(layers) // 2
+    return layers[:idx], layers[idx:]
+
