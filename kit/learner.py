@@ -81,7 +81,7 @@ class ConvLearner:
         data: ImageClassifierData,
         precompute: bool = False,
         weights: str | Path | None = "imagenet",
-        ps: float | Sequence[float] = (0.25, 0.5),
+        ps: float | Sequence[float] | None = None,
         xtra_fc: Sequence[int] | None = None,
         opt: str = "sgd",
         momentum: float = 0.9,
@@ -94,14 +94,14 @@ class ConvLearner:
             data: ImageClassifierData.
             precompute: bool. Run the frozen body once and train the head on cached activations.
             weights: "imagenet", None (random) or a weights file path.
-            ps: float or list. Dropout of the head's layers.
+            ps: float or list. Dropout of the head's layers (default 0.25, then 0.5 before the last).
             xtra_fc: list of int. Hidden layer widths of the head (default [512]).
             opt: str. "sgd" (momentum 0.9, as the lesson), "adam" or "adamw".
         """
         arch = get_arch(arch)
         body = build_body(arch, data.sz, weights)
         n_features = 2 * int(body.output.shape[-1])
-        head = build_head(n_features, data.c, ps=list(ps) if not isinstance(ps, (int, float)) else ps, xtra_fc=xtra_fc)
+        head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
         learn = cls(data, arch, body, head, precompute=False, opt=opt, momentum=momentum)
         learn.weights_source = str(weights)
         learn.precompute = precompute

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import keras
 from keras import ops
 
+from kit.layout import kaggle_input_root
+
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 # The preprocessing each keras.applications module's ImageNet weights were trained with.
@@ -124,9 +126,9 @@ def _lite0_constructor(**kwargs: Any) -> keras.Model:
 
 
 def _lite0_resolve() -> Path:
-    from kit.efficientnet_lite import lite0_weights_path
+    from kit.efficientnet_lite import resolve_lite0_weights
 
-    return lite0_weights_path()
+    return resolve_lite0_weights()
 
 
 efficientnet_lite0 = Arch("efficientnet_lite0", _lite0_constructor, "lite", split_at="block4", resolve=_lite0_resolve)
@@ -157,11 +159,6 @@ def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
         name = getattr(arch, "__name__", "custom").lower()
         return Arch(name, arch, mode)
     raise ValueError(f"arch must be a name, an Arch or a keras.applications constructor. Received {arch!r}.")
-
-
-def kaggle_input_root() -> Path:
-    """Where a Kaggle notebook mounts attached datasets (KIT_KAGGLE_INPUT overrides, for tests)."""
-    return Path(os.environ.get("KIT_KAGGLE_INPUT", "/kaggle/input"))
 
 
 def keras_cache_dir() -> Path:
@@ -223,9 +220,13 @@ def resolve_weights(arch: Arch, weights: str | Path | None, download: bool = Tru
 def build_body(arch: Arch, sz: int, weights: str | Path | None = "imagenet") -> keras.Model:
     """The pretrained body as a model from uint8 images (sz, sz, 3) to feature maps."""
     path = resolve_weights(arch, weights)
-    backbone = arch.constructor(include_top=False, weights=None, input_shape=(sz, sz, 3))
-    if path is not None:
-        backbone.load_weights(str(path))
+    if arch.resolve is not None:
+        # An arch with its own resolver loads (and checks) its weights itself.
+        backbone = arch.constructor(include_top=False, weights=path, input_shape=(sz, sz, 3))
+    else:
+        backbone = arch.constructor(include_top=False, weights=None, input_shape=(sz, sz, 3))
+        if path is not None:
+            backbone.load_weights(str(path))
     inp = keras.Input((sz, sz, 3), dtype="uint8", name="image")
     x = Preprocess(arch.preprocess, name="preprocess")(inp)
     return keras.Model(inp, backbone(x), name=f"{arch.name}_body")
@@ -248,17 +249,20 @@ class LogSoftmax(keras.layers.Layer):
         return ops.log_softmax(ops.cast(x, "float32"), axis=-1)
 
 
-def build_head(n_features: int, c: int, ps: float | list[float] = (0.25, 0.5), xtra_fc: list[int] | None = None) -> keras.Sequential:
+def build_head(n_features: int, c: int, ps: float | list[float] | None = None, xtra_fc: list[int] | None = None) -> keras.Sequential:
     """fastai's head: [BN → dropout → Dense(relu)] per extra layer, then BN → dropout → Dense(c) → log-softmax.
 
     Args:
         n_features: int. Width of the pooled features.
         c: int. Number of classes.
-        ps: float or list of float. Dropout before each Dense; one value is used for all.
+        ps: float or list of float. Dropout before each Dense; one value is used for all. Default
+            (fastai's): 0.25 before the hidden layers, 0.5 before the last.
         xtra_fc: list of int. Hidden Dense widths (default [512]).
     """
     xtra_fc = [512] if xtra_fc is None else list(xtra_fc)
     n = len(xtra_fc) + 1
+    if ps is None:
+        ps = [0.25] * (n - 1) + [0.5]
     ps = [float(ps)] * n if isinstance(ps, (int, float)) else list(ps)
     if len(ps) == 1:
         ps = ps * n
