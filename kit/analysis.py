@@ -324,7 +324,10 @@ class Interpretation:
 
         if not len(self):
             return float("nan")
-        return float(log_loss(self.y, self.probs, labels=list(range(self.n_classes))))
+        # float32 softmax rows sum to 1 only within ~1e-6; scikit-learn warns unless renormalised.
+        probs = self.probs.astype(np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return float(log_loss(self.y, probs, labels=list(range(self.n_classes))))
 
     def confusion_matrix(self, normalize: bool = False) -> np.ndarray:
         """(c, c) matrix: row = true class, column = predicted; `normalize` divides each row by its total."""

@@ -34,6 +34,7 @@ class TrainConfig:
     sample: bool = False              # train on data/<slug>/sample/ for a quick look
     seed: int = 42
     num_workers: int | None = None    # decoding processes; None: every core
+    mixed_precision: str = "auto"     # bf16 on GPUs with bf16 tensor cores, float32 on CPUs
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def latest_run(root: Path) -> Path:
 def load_data(cfg: TrainConfig, root: Path, progress: bool = True) -> ImageClassifierData:
     path = root / "sample" if cfg.sample else root
     tfms = tfms_from_model(cfg.arch, cfg.size, aug_tfms=AUGMENTATIONS[cfg.aug], max_zoom=cfg.max_zoom if cfg.aug != "none" else None)
-    test_name = "test" if (path / "test").is_dir() else None
+    # sample/ has no test folder of its own: a quick run still predicts the real test set.
+    test_name = "test" if (path / "test").is_dir() else "../test" if (root / "test").is_dir() else None
     return ImageClassifierData.from_paths(path, tfms=tfms, bs=cfg.bs, test_name=test_name, num_workers=cfg.num_workers, progress=progress)
 
 
@@ -131,7 +132,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True) -> Run:
     data = load_data(cfg, root, progress=verbose)
     run = new_run_dir(root, cfg.arch)
     write_json(run / "config.json", cfg.to_dict())
-    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights)
+    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision)
     lr = pick_lr(learn, cfg, run)
     val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose)
     learn.precompute = False if cfg.tta else learn.precompute

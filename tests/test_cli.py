@@ -36,10 +36,12 @@ def test_make_download_train_analyze_submit(fake_kaggle, tmp_path):  # noqa: F81
     env.update(KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"), PYTHONUNBUFFERED="1")
     data = tmp_path / "data"
     subs = tmp_path / "subs"
+    config = tmp_path / "train.json"
+    config.write_text('{"tta": false, "bs": 8, "size": 32, "epochs": 2}')
     cmd = [
         "make", "-s", "-C", str(ROOT), "download", "train", "analyze", "submit",
         f"DATA={data}", "DOWNLOAD_ARGS=--valid 12", f"SUBMIT_ARGS=--out-dir {subs}", "MESSAGE=e2e test",
-        "TRAIN_ARGS=--arch resnet50 --weights none --size 32 --epochs 2 --bs 8",
+        f"TRAIN_ARGS=--arch resnet50 --weights none --config {config}",
     ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

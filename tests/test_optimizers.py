@@ -16,7 +16,8 @@ def three_groups():
             keras.layers.Dense(5, name="early"),
             keras.layers.Dense(5, name="late"),
             keras.layers.Dense(2, name="head"),
-        ]
+        ],
+        name="sequential",  # fixed, so variable paths do not depend on how many models came before
     )
     return model, [[model.layers[0]], [model.layers[1]], [model.layers[2]]]
 

@@ -21,7 +21,16 @@ from kit.data.images import decode_into
 
 # Below this many files a process pool costs more than it saves.
 MIN_FILES_FOR_POOL = 64
+# Files per task: large enough to amortise a task's cost, small enough that every worker gets about
+# CHUNKS_PER_WORKER of them, so a worker slowed by a neighbour does not leave the others idle at the end.
 CHUNK = 64
+MIN_CHUNK = 8
+CHUNKS_PER_WORKER = 8
+
+
+def chunk_size(n_files: int, workers: int) -> int:
+    """Files per decoding task for `n_files` over `workers` processes."""
+    return max(MIN_CHUNK, min(CHUNK, -(-n_files // (max(1, workers) * CHUNKS_PER_WORKER))))
 
 
 def default_workers() -> int:
@@ -74,7 +83,8 @@ def decode_cached(
     del out
     failures: list[tuple[int, str]] = []
     workers = default_workers() if num_workers is None else num_workers
-    chunks = [(i, [str(f) for f in files[i : i + CHUNK]]) for i in range(0, len(files), CHUNK)]
+    per = chunk_size(len(files), workers)
+    chunks = [(i, [str(f) for f in files[i : i + per]]) for i in range(0, len(files), per)]
     try:
         with tqdm(total=len(files), desc=f"decode {name} {sz}px", unit="img", disable=not progress, leave=False) as bar:
             if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:

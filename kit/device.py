@@ -1,0 +1,128 @@
+"""What the accelerator can do, and Keras' dtype policy set to match: bf16 mixed precision where it pays.
+
+On a GPU of compute capability 8.0 or newer (A100, H100, ...) or a TPU, bfloat16 matmuls and
+convolutions run on tensor cores at several times the float32 rate, and bf16 keeps float32's range,
+so no loss scaling is needed. On a CPU, or an older GPU, float32 stays. XLA needs nothing here: JAX
+always compiles with it, and Keras' `jit_compile="auto"` turns it on for TensorFlow where it works.
+
+Example:
+    from kit.device import configure
+    configure()            # "mixed_bfloat16" on an H100, "float32" on a laptop
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import keras
+
+# Environment override, for a run that must be float32 on a GPU (or bf16 to test it on a CPU).
+ENV_VAR = "KIT_MIXED_PRECISION"
+MIXED_PRECISION_CHOICES = ("auto", "bf16", "fp16", "float32")
+_ALIASES = {
+    "auto": "auto", "bf16": "bf16", "bfloat16": "bf16", "mixed_bfloat16": "bf16", "true": "bf16", "on": "bf16",
+    "fp16": "fp16", "float16": "fp16", "mixed_float16": "fp16",
+    "float32": "float32", "fp32": "float32", "false": "float32", "off": "float32", "none": "float32",
+}
+_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "float32": "float32"}
+# Ampere (8.0) is the first NVIDIA generation with bf16 tensor cores.
+MIN_BF16_CAPABILITY = (8, 0)
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """The first device of the current Keras backend.
+
+    Args:
+        platform: str. "gpu", "tpu" or "cpu".
+        name: str. The device's name as the backend reports it.
+        capability: tuple of int or None. CUDA compute capability (GPUs only).
+    """
+
+    platform: str
+    name: str
+    capability: tuple[int, int] | None = None
+
+    @property
+    def bf16(self) -> bool:
+        """Whether bfloat16 runs fast here (tensor cores), not merely whether it runs."""
+        if self.platform == "tpu":
+            return True
+        return self.platform == "gpu" and self.capability is not None and self.capability >= MIN_BF16_CAPABILITY
+
+
+def _capability(text: object) -> tuple[int, int] | None:
+    try:
+        major, minor = str(text).split(".")[:2]
+        return int(major), int(minor)
+    except (TypeError, ValueError):
+        return None
+
+
+def accelerator() -> Accelerator:
+    """The current backend's first device; imports only that backend."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        platform = "gpu" if dev.platform in ("gpu", "cuda", "rocm") else dev.platform
+        return Accelerator(platform, getattr(dev, "device_kind", str(dev)), _capability(getattr(dev, "compute_capability", None)))
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return Accelerator("gpu", torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0)))
+        return Accelerator("cpu", "cpu")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            cap = details.get("compute_capability")
+            return Accelerator("gpu", details.get("device_name", gpus[0].name), tuple(cap) if cap else None)
+        if tf.config.list_physical_devices("TPU"):
+            return Accelerator("tpu", "tpu")
+        return Accelerator("cpu", "cpu")
+    return Accelerator("cpu", "cpu")
+
+
+def resolve_mixed_precision(mixed_precision: str | bool | None = "auto", device: Accelerator | None = None) -> str:
+    """The Keras dtype policy name that `mixed_precision` means on `device` (default: this machine).
+
+    Args:
+        mixed_precision: "auto" (bf16 where it is fast, else float32), "bf16", "fp16", "float32",
+            True (bf16), False or None (float32). The KIT_MIXED_PRECISION environment variable,
+            when set, overrides "auto".
+        device: Accelerator or None.
+    """
+    if mixed_precision is None or isinstance(mixed_precision, bool):
+        choice = "bf16" if mixed_precision else "float32"
+    elif isinstance(mixed_precision, str) and mixed_precision.lower() in _ALIASES:
+        choice = _ALIASES[mixed_precision.lower()]
+    else:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, True or False. Received mixed_precision={mixed_precision!r}.")
+    if choice == "auto" and os.environ.get(ENV_VAR):
+        env = os.environ[ENV_VAR]
+        if env.lower() not in _ALIASES:
+            raise ValueError(f"{ENV_VAR} must be one of {MIXED_PRECISION_CHOICES}. Received {ENV_VAR}={env!r}.")
+        choice = _ALIASES[env.lower()]
+    if choice == "auto":
+        choice = "bf16" if (device or accelerator()).bf16 else "float32"
+    return _POLICIES[choice]
+
+
+def configure(mixed_precision: str | bool | None = "auto") -> str:
+    """Sets Keras' global dtype policy for the models built after it; returns the policy's name.
+
+    Call it before building a learner (the learner's constructor is the natural place). Layers
+    compute in bf16 and keep float32 weights; the kit's head ends in a float32 log-softmax, and
+    cached activations are stored as float32, so losses and predictions keep full precision.
+
+    Args:
+        mixed_precision: see `resolve_mixed_precision`.
+    """
+    policy = resolve_mixed_precision(mixed_precision)
+    keras.config.set_dtype_policy(policy)
+    return policy

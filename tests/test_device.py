@@ -1,0 +1,57 @@
+"""kit.device: the accelerator's description and the dtype policy that mixed_precision="auto" picks."""
+import keras
+import pytest
+
+from kit.device import Accelerator, accelerator, configure, resolve_mixed_precision
+
+pytestmark = pytest.mark.backends
+H100 = Accelerator("gpu", "NVIDIA H100 80GB HBM3", (9, 0))
+V100 = Accelerator("gpu", "Tesla V100", (7, 0))
+CPU = Accelerator("cpu", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def restore_policy(monkeypatch):
+    monkeypatch.delenv("KIT_MIXED_PRECISION", raising=False)
+    before = keras.config.dtype_policy().name
+    yield
+    keras.config.set_dtype_policy(before)
+
+
+def test_this_machine_is_a_cpu_without_fast_bf16():
+    acc = accelerator()
+    assert acc.platform == "cpu" and not acc.bf16
+
+
+@pytest.mark.parametrize("device, policy", [(H100, "mixed_bfloat16"), (V100, "float32"), (CPU, "float32"),
+                                            (Accelerator("tpu", "tpu"), "mixed_bfloat16"), (Accelerator("gpu", "?", None), "float32")])
+def test_auto_uses_bf16_only_where_it_is_fast(device, policy):
+    assert resolve_mixed_precision("auto", device) == policy
+
+
+@pytest.mark.parametrize("value, policy", [(True, "mixed_bfloat16"), (False, "float32"), (None, "float32"), ("bf16", "mixed_bfloat16"),
+                                           ("FP16", "mixed_float16"), ("float32", "float32"), ("mixed_bfloat16", "mixed_bfloat16")])
+def test_explicit_choices_ignore_the_device(value, policy):
+    assert resolve_mixed_precision(value, H100 if policy == "float32" else CPU) == policy
+
+
+def test_environment_overrides_auto_only(monkeypatch):
+    monkeypatch.setenv("KIT_MIXED_PRECISION", "float32")
+    assert resolve_mixed_precision("auto", H100) == "float32"
+    assert resolve_mixed_precision("bf16", CPU) == "mixed_bfloat16"
+    monkeypatch.setenv("KIT_MIXED_PRECISION", "half")
+    with pytest.raises(ValueError, match="KIT_MIXED_PRECISION.*'half'"):
+        resolve_mixed_precision("auto", CPU)
+
+
+def test_bad_value_names_the_argument_and_the_choices():
+    with pytest.raises(ValueError, match=r"mixed_precision must be one of .*'auto'.*Received mixed_precision='fast'"):
+        resolve_mixed_precision("fast", CPU)
+
+
+def test_configure_sets_the_global_policy_for_new_layers():
+    assert configure("bf16") == "mixed_bfloat16"
+    layer = keras.layers.Dense(2)
+    assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+    assert configure("auto") == "float32"  # this machine has no GPU
+    assert keras.layers.Dense(2).compute_dtype == "float32"
