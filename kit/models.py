@@ -60,7 +60,7 @@ class Preprocess(keras.layers.Layer):
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
         if self.mode == "caffe":
-            return x[..., ::-1] - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "torch":

@@ -135,7 +135,6 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True) -> Run:
     learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision)
     lr = pick_lr(learn, cfg, run)
     val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose)
-    learn.precompute = False if cfg.tta else learn.precompute
     tmp_weights = learn.save("_last")
     os.replace(tmp_weights, run / "model.weights.h5")
     save_predictions(learn, cfg, run)
