@@ -29,6 +29,8 @@ class TrainConfig:
     augment_epochs: int = 0           # head epochs on augmented images after the precomputed ones
     unfreeze_epochs: int = 0          # SGDR cycles with the whole net unfrozen (cycle_mult=2 as in lesson 1)
     lr_div: float = 10.0              # differential rates when unfrozen: [lr/div², lr/div, lr]
+    unfreeze_lr: float | None = None  # top rate of the unfrozen stage; None: the head's rate (lr or lr_find's)
+    opt: str = "sgd"                  # "sgd" (momentum 0.9, the lesson's), "adam" or "adamw", for every stage
     tta: bool = True                  # test-time augmentation for the validation and test predictions
     n_aug: int = 4
     sample: bool = False              # train on data/<slug>/sample/ for a quick look
@@ -92,6 +94,10 @@ def _validate(cfg: TrainConfig) -> None:
         positive_int("cycle_len")
     if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
         raise ValueError(f"Config lr must be a positive number or None (lr_find). Received lr={cfg.lr!r}.")
+    if cfg.unfreeze_lr is not None and not (isinstance(cfg.unfreeze_lr, (int, float)) and not isinstance(cfg.unfreeze_lr, bool) and cfg.unfreeze_lr > 0):
+        raise ValueError(f"Config unfreeze_lr must be a positive number or None (the head's rate). Received unfreeze_lr={cfg.unfreeze_lr!r}.")
+    if cfg.opt not in ("sgd", "adam", "adamw"):
+        raise ValueError(f"Config opt must be 'sgd', 'adam' or 'adamw'. Received opt={cfg.opt!r}.")
     if cfg.aug not in ("side_on", "top_down", "none"):
         raise ValueError(f"Config aug must be 'side_on', 'top_down' or 'none'. Received aug={cfg.aug!r}.")
     if cfg.lr_div <= 1:

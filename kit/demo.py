@@ -17,10 +17,12 @@ from kit.pipeline import ZIPS, analyze, data_dir_or_default, download, submit
 from kit.train import train
 
 SLUG = "digits"
-# 96 px keeps a stride-32 body's last feature map at 3×3 while a 2-core CPU finishes in minutes.
-DEMO_CONFIG = dict(competition=SLUG, arch="efficientnet_lite0", weights="imagenet", size=96, bs=32, epochs=3,
-                   cycle_len=1, aug="none", unfreeze_epochs=2, lr_div=5.0, tta=False)
-QUICK_CONFIG = dict(DEMO_CONFIG, size=32, epochs=1, unfreeze_epochs=1)
+# The digits are 8×8 at heart: 32 px holds all they have, and an unfrozen epoch costs a quarter of 64 px.
+# SGD fine-tuning of the whole body swings wildly here (val accuracy 50-90% after a restart); Adam at a
+# fixed top rate of 1e-3 ([1.1e-4, 3.3e-4, 1e-3]) converges, and 1+2+4+8 unfrozen epochs reach ~98%.
+DEMO_CONFIG = dict(competition=SLUG, arch="efficientnet_lite0", weights="imagenet", size=32, bs=32, epochs=3,
+                   cycle_len=1, aug="none", opt="adam", unfreeze_epochs=4, unfreeze_lr=1e-3, lr_div=3.0, tta=False)
+QUICK_CONFIG = dict(DEMO_CONFIG, epochs=1, unfreeze_epochs=1, sample=True)  # a small slice, for the smoke test
 
 
 @dataclass

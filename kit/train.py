@@ -92,7 +92,8 @@ def fit_stages(learn: ConvLearner, cfg: TrainConfig, lr: float, verbose: bool = 
         result = learn.fit(lr, cfg.augment_epochs, cycle_len=1, verbose=verbose)
     if cfg.unfreeze_epochs:
         learn.unfreeze()
-        lrs = np.array([lr / cfg.lr_div**2, lr / cfg.lr_div, lr])
+        top = lr if cfg.unfreeze_lr is None else float(cfg.unfreeze_lr)
+        lrs = np.array([top / cfg.lr_div**2, top / cfg.lr_div, top])
         result = learn.fit(lrs, cfg.unfreeze_epochs, cycle_len=1, cycle_mult=2, verbose=verbose)
     return result
 
@@ -132,7 +133,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True) -> Run:
     data = load_data(cfg, root, progress=verbose)
     run = new_run_dir(root, cfg.arch)
     write_json(run / "config.json", cfg.to_dict())
-    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision)
+    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision, opt=cfg.opt)
     lr = pick_lr(learn, cfg, run)
     val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose)
     tmp_weights = learn.save("_last")
