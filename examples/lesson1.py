@@ -66,7 +66,7 @@ learn.fit(lr, 1 if QUICK else 2, cycle_len=1)
 learn.precompute = False
 learn.fit(lr, 1, cycle_len=1)
 learn.unfreeze()
-lrs = np.array([lr / 25, lr / 5, lr])  # noqa: F405
+lrs = np.array([lr / 100, lr / 10, lr])  # noqa: F405 -- the lesson's [1e-4, 1e-3, 1e-2] ratios
 learn.fit(lrs, 1 if QUICK else 2, cycle_len=1, cycle_mult=2)
 learn.save("lesson1")
 log_preds, y = learn.TTA(n_aug=2 if QUICK else 4)
