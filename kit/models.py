@@ -9,7 +9,6 @@ offline machine gets a clear answer instead of a hanging download:
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from typing import Any, Callable
 import keras
 from keras import ops
 
+from kit.efficientnet_lite import keras_cache_dir
 from kit.layout import kaggle_input_root
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -159,11 +159,6 @@ def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
         name = getattr(arch, "__name__", "custom").lower()
         return Arch(name, arch, mode)
     raise ValueError(f"arch must be a name, an Arch or a keras.applications constructor. Received {arch!r}.")
-
-
-def keras_cache_dir() -> Path:
-    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(base) / "models"
 
 
 def find_in_kaggle_input(fname: str) -> Path | None:
