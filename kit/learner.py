@@ -124,20 +124,13 @@ class ConvLearner:
         if not -n_groups <= n <= n_groups:
             raise ValueError(f"freeze_to takes a layer-group index in [{-n_groups}, {n_groups}]. Received n={n}.")
         n = n % n_groups if n < 0 else n
+        # Keras propagates a container's trainable flag to its children, so the backbone's flag
+        # goes first and each layer's own flag after it.
+        self.backbone.trainable = n < n_groups - 1
         for gi, group in enumerate(self.layer_groups):
-            trainable = gi >= n
             for layer in group:
-                if isinstance(layer, keras.layers.BatchNormalization) and gi < n_groups - 1:
-                    layer.trainable = trainable and self.train_bn
-                else:
-                    layer.trainable = trainable
-        self.backbone.trainable = any(l.trainable for g in self.layer_groups[:-1] for l in g)
-        if self.backbone.trainable:
-            # Keras propagates a container's trainable flag to its children: set them again.
-            for gi, group in enumerate(self.layer_groups[:-1]):
-                for layer in group:
-                    is_bn = isinstance(layer, keras.layers.BatchNormalization)
-                    layer.trainable = (gi >= n) and (self.train_bn or not is_bn)
+                is_body_bn = isinstance(layer, keras.layers.BatchNormalization) and gi < n_groups - 1
+                layer.trainable = gi >= n and (self.train_bn or not is_body_bn)
         self._frozen_to = n
 
     def freeze(self) -> None:
@@ -161,7 +154,8 @@ class ConvLearner:
             raise ValueError("precompute=True needs a frozen body: call learn.freeze() first.")
         self._precompute = bool(value)
         if value:
-            self._act = {name: self._activations(name) for name in ("train", "valid", "test") if self._has(name)}
+            digest = self._body_digest()  # hashing the body's weights once, not once per split
+            self._act = {name: self._activations(name, digest) for name in ("train", "valid", "test") if self._has(name)}
 
     def _has(self, split: str) -> bool:
         return split != "test" or self.data.test_ds is not None
@@ -172,14 +166,14 @@ class ConvLearner:
             h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
         return h.hexdigest()[:12]
 
-    def activation_path(self, split: str) -> Path:
+    def activation_path(self, split: str, digest: str | None = None) -> Path:
         """Where a split's activations are cached: keyed by arch, body weights, size and file list."""
         s = self.data.split(split)
         key = files_key(s.files, self.data.sz)
-        return self.data.tmp_dir / f"act_{self.arch.name}_{self._body_digest()}_{split}_{key}.npy"
+        return self.data.tmp_dir / f"act_{self.arch.name}_{digest or self._body_digest()}_{split}_{key}.npy"
 
-    def _activations(self, split: str) -> np.ndarray:
-        path = self.activation_path(split)
+    def _activations(self, split: str, digest: str) -> np.ndarray:
+        path = self.activation_path(split, digest)
         if path.exists():
             return np.load(path)
         batches = self.data.batches(split, shuffle=False)
