@@ -129,7 +129,7 @@ def quiet():
 def _learner(data, arch: str):
     import keras
 
-    from kit.learner import ConvLearner
+    from kit.training.learner import ConvLearner
 
     keras.utils.set_random_seed(0)
     return ConvLearner.pretrained(arch, data, precompute=False, weights=None)
@@ -152,7 +152,7 @@ def _timed_fit(learn, n_epochs: int, steady: list[float]) -> float:
 
 def bench_fit_overhead(root: Path, arch: str, sz: int, bs: int, epochs: int, reps: int) -> list[str]:
     from kit.data import ImageClassifierData, tfms_from_model
-    from kit.learner import _loss
+    from kit.training.learner import _loss
 
     data = ImageClassifierData.from_paths(root, tfms=tfms_from_model(arch, sz), bs=bs, progress=False)
     learn = _learner(data, arch)

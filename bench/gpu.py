@@ -98,7 +98,7 @@ def smoke_arch():
     """A two-conv body with the keras.applications signature: the smoke run's stand-in for ResNet50."""
     import keras
 
-    from kit.models import Arch
+    from kit.models.archs import Arch
 
     def tiny_cnn(include_top=False, weights=None, input_shape=(32, 32, 3), **kwargs):
         inp = keras.Input(input_shape)
@@ -124,7 +124,7 @@ def keras_figures(args, root: Path, bound_ips: float) -> None:
     import keras
 
     from kit.data import ImageClassifierData
-    from kit.learner import ConvLearner
+    from kit.training.learner import ConvLearner
 
     arch = smoke_arch() if args.smoke else args.arch
     n_imgs = args.n
@@ -168,7 +168,7 @@ def lesson_figure(args, root: Path) -> None:
     import keras
 
     from kit.data import ImageClassifierData
-    from kit.learner import ConvLearner
+    from kit.training.learner import ConvLearner
 
     arch = smoke_arch() if args.smoke else args.arch
     steps: dict[str, float] = {}
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     import keras
 
-    from kit.device import accelerator, configure
+    from kit.training.device import accelerator, configure
 
     acc = accelerator()
     _DEVICE["device"] = acc.name

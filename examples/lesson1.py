@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from kit import *  # noqa: E402,F403 -- the lesson's names, as in the lesson
-from kit.pipeline import download  # noqa: E402
+from kit.jobs.pipeline import download  # noqa: E402
 
 QUICK = "--quick" in sys.argv  # a tiny, fast pass (the test suite's smoke run)
 

@@ -3,6 +3,9 @@
     kit download [-c SLUG] [--data-dir DIR] [--valid N] [--seed S] [--force]
     kit train    [-c SLUG] [--data-dir DIR] [--arch NAME] [--weights imagenet|none|PATH] [--size PX] [--epochs N] [--config FILE]
     kit analyze  [-c SLUG] [--data-dir DIR]
+    kit train|analyze --folder PATH [--work-dir DIR]   (any class-folder tree instead of a competition)
+    kit predict  [--run RUN] [--folder PATH | -c SLUG] [-o CSV] FILE_OR_FOLDER...
+    kit real     [--folder PATH] [--work-dir DIR] [--quick]   (the recipe on real photos: `make real`)
     kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run]
     kit demo     (the offline digits demo, end to end)
     kit list     (known competitions)
@@ -21,6 +24,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="data folder (default: ./data, or /kaggle/working/data in a Kaggle notebook)")
 
 
+def _folder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folder", default=None, help="any class-folder tree (train/<class>/, valid/<class>/, optional test/) instead of a competition; may be read-only")
+    p.add_argument("--work-dir", default=None, help="caches and runs of --folder (default: the folder when writable, else a folder under the kit's user cache)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="precompute, lr_find, fit (and optional unfrozen stages); saves the run")
     _common(p)
+    _folder(p)
     p.add_argument("--arch", default=None, help="resnet50 (default), resnet101, resnet152, resnet50v2, efficientnet_lite0, or a keras.applications name")
     p.add_argument("--weights", default=None, help="imagenet (default), none, or a weights file")
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default 224)")
@@ -45,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="plots and report.html of the latest run")
     _common(p)
+    _folder(p)
+    p.add_argument("--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)")
+
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a finished run's model",
+        description="Prints one line per image, `path<TAB>class<TAB>probability`, or writes a CSV "
+        "(path,class,probability,<one column per class>) with -o. Files that cannot be read as images are "
+        "named on stderr and skipped; the exit status is 0 if at least one image was predicted.",
+    )
+    _common(p)
+    _folder(p)
+    p.add_argument("--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)")
+    p.add_argument("-o", "--out", default=None, help="write a CSV here (atomically) instead of printing")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image files, or folders (their images, recursively)")
 
     p = sub.add_parser(
         "submit",
@@ -64,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true", help="a small slice, for smoke tests")
 
+    p = sub.add_parser("real", help="the lesson's recipe on a folder of real photos (efficientnet_lite0, offline)")
+    p.add_argument("--folder", default=None, help="the photos, train/<class>/ and valid/<class>/ (default: ../shared/dogscats)")
+    p.add_argument("--work-dir", default=None, help="caches and the run (default: the folder when writable, else the kit's user cache)")
+    p.add_argument("--quick", action="store_true", help="20 photos per class at 64 px, one epoch a stage: a smoke test")
+
     sub.add_parser("list", help="known competitions")
     return parser
 
 
 def _download(a: argparse.Namespace) -> None:
-    from kit.pipeline import download
+    from kit.jobs.pipeline import download
 
     r = download(a.competition, a.data_dir, valid=a.valid, seed=a.seed, force=a.force)
     counts = ", ".join(f"{k} {v}" for k, v in r.counts.items())
@@ -77,26 +106,64 @@ def _download(a: argparse.Namespace) -> None:
 
 
 def _train(a: argparse.Namespace) -> None:
-    from kit.config import load_config
-    from kit.pipeline import data_dir_or_default
-    from kit.train import train
+    from kit.jobs.config import load_config
+    from kit.jobs.pipeline import data_dir_or_default
+    from kit.jobs.train import train
 
     cfg = load_config(
         a.config, competition=a.competition, arch=a.arch, weights=a.weights, size=a.size, epochs=a.epochs,
-        lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample,
+        lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample, folder=_source(a), work_dir=a.work_dir,
     )
     run = train(cfg, data_dir_or_default(a.data_dir))
     print(f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}")
 
 
 def _analyze(a: argparse.Namespace) -> None:
-    from kit.pipeline import analyze
+    from kit.jobs.pipeline import analyze
 
-    print(f"analyze: {analyze(a.competition, a.data_dir)}")
+    print(f"analyze: {analyze(a.competition, a.data_dir, run=a.run, folder=_source(a), work_dir=a.work_dir)}")
+
+
+def _source(a: argparse.Namespace) -> str | None:
+    """The --folder, refusing it together with an explicit competition."""
+    if a.folder is not None and a.competition != DEFAULT_SLUG:
+        raise ValueError(f"Give either a competition (-c {a.competition}) or --folder {a.folder}, not both.")
+    return a.folder
+
+
+def _predict(a: argparse.Namespace) -> None:
+    import warnings
+
+    from kit.jobs.pipeline import runs_root
+    from kit.jobs.predict import predict_images
+    from kit.run import RunFolder
+
+    root = runs_root(a.competition, a.data_dir, folder=_source(a), work_dir=a.work_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = predict_images(a.inputs, RunFolder.resolve(root, a.run), out=a.out)
+    for w in caught:  # the skipped files as one plain message; anything else as Python shows it
+        if issubclass(w.category, UserWarning) and "could not be read" in str(w.message):
+            print(f"kit predict: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if a.out is None:
+        for path, cls, p in r.rows():
+            print(f"{path}\t{cls}\t{p:.4f}")
+    else:
+        print(f"predict: {len(r.files)} images -> {a.out}" + (f" ({len(r.skipped)} skipped)" if r.skipped else ""))
+    if not r.files:
+        raise ValueError(f"None of the {len(r.skipped)} files could be read as an image.")
+
+
+def _real(a: argparse.Namespace) -> None:
+    from kit.jobs.real import DEFAULT_FOLDER, run_real
+
+    print(run_real(a.folder or DEFAULT_FOLDER, work_dir=a.work_dir, quick=a.quick).summary)
 
 
 def _submit(a: argparse.Namespace) -> None:
-    from kit.pipeline import submit
+    from kit.jobs.pipeline import submit
 
     r = submit(a.competition, a.data_dir, message=a.message, dry_run=a.dry_run, eps=a.eps, out_dir=a.out_dir)
     line = f"submit: {r.path} ({r.n_rows} rows, valid)"
@@ -113,19 +180,20 @@ def _submit(a: argparse.Namespace) -> None:
 
 
 def _demo(a: argparse.Namespace) -> None:
-    from kit.demo import run_demo
+    from kit.jobs.demo import run_demo
 
     print(run_demo(a.data_dir, quick=a.quick).summary)
 
 
 def _list(a: argparse.Namespace) -> None:
-    from kit.competition import list_competitions
+    from kit.kaggle.competition import list_competitions
 
     for c in list_competitions():
         print(f"{c.slug:40s} {c.title} ({c.metric})")
 
 
-COMMANDS = {"download": _download, "train": _train, "analyze": _analyze, "submit": _submit, "demo": _demo, "list": _list}
+COMMANDS = {"download": _download, "train": _train, "analyze": _analyze, "submit": _submit, "demo": _demo, "list": _list,
+            "predict": _predict, "real": _real}
 
 
 def main(argv: list[str] | None = None) -> int:

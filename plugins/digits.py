@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.competition import Competition, label_by_prefix
+from kit.kaggle import Competition, label_by_prefix
 
 # Fixed, so every run writes byte-identical zips with the same test split.
 SEED = 2018
@@ -102,7 +102,7 @@ def local_source(dest_dir: str | os.PathLike) -> list[Path]:
     Returns:
         The paths of the competition's files (not the answers).
     """
-    from kit.layout import stratified_split
+    from kit.kaggle.layout import stratified_split
 
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)

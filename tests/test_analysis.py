@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import kit.analysis as analysis
+from kit import lesson
 from helpers.images import make_folders
-from kit.analysis import Interpretation
+from kit.analysis.interpretation import Interpretation
 
 # Two classes, as in the lesson: P(dog) of 10 images. Dyadic fractions, so that ties are exact ties.
 Y2 = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
@@ -193,23 +193,24 @@ def test_bad_construction():
 
 
 def test_module_functions_need_an_interpretation(monkeypatch):
-    monkeypatch.setattr(analysis, "_CURRENT", None)
-    for call in (lambda: analysis.most_uncertain(), lambda: analysis.rand_by_correct(True),
-                 lambda: analysis.plot_val_with_title([0], "x")):
+    monkeypatch.setattr(lesson, "_current", None)
+    for call in (lambda: lesson.most_uncertain(), lambda: lesson.rand_by_correct(True),
+                 lambda: lesson.plot_val_with_title([0], "x")):
         with pytest.raises(RuntimeError, match=r"learn\.interpret\(\)"):
             call()
 
 
-def test_module_functions_use_the_latest_interpretation(monkeypatch):
-    monkeypatch.setattr(analysis, "_CURRENT", None)
-    interp2()
-    np.testing.assert_array_equal(analysis.most_by_correct(0, False), [3, 4])
-    it3 = interp3()
-    assert analysis.current_interpretation() is it3
-    np.testing.assert_array_equal(analysis.most_by_correct(0, False), [3, 2])
-    np.testing.assert_array_equal(analysis.most_uncertain(2), [7, 6])
-    np.testing.assert_array_equal(analysis.top_losses(1), [3])
-    assert len(analysis.plot_confusion_matrix().axes) == 1
+def test_module_functions_use_the_current_interpretation(monkeypatch):
+    monkeypatch.setattr(lesson, "_current", None)
+    lesson.use(interp2())
+    np.testing.assert_array_equal(lesson.most_by_correct(0, False), [3, 4])
+    it3 = lesson.use(interp3())
+    interp2()  # building one does not change the current one: no hidden global state
+    assert lesson.current_interpretation() is it3
+    np.testing.assert_array_equal(lesson.most_by_correct(0, False), [3, 2])
+    np.testing.assert_array_equal(lesson.most_uncertain(2), [7, 6])
+    np.testing.assert_array_equal(lesson.top_losses(1), [3])
+    assert len(lesson.plot_confusion_matrix().axes) == 1
 
 
 @pytest.mark.backends
@@ -227,7 +228,6 @@ def test_from_learner(tta):
     it = Interpretation.from_learner(learn, tta=tta)
     expected = np.exp(aug).mean(axis=0) if tta else PROBS2
     np.testing.assert_allclose(it.probs, expected, atol=1e-6)
-    assert analysis.current_interpretation() is it
     assert it.path(3) == Path("/v/3.jpg") and it.classes == ["cats", "dogs"]
 
 

@@ -7,15 +7,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import kit.competition as kc
-from kit.competition import (
+import kit.kaggle.competition as kc
+from kit.kaggle.competition import (
     Competition,
     get_competition,
     label_by_prefix,
     list_competitions,
-    score_rows,
-    submission_rows,
 )
+from kit.kaggle.submission import score_rows, submission_rows
 
 REDUX = "dogs-vs-cats-redux-kernels-edition"
 

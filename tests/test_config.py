@@ -1,7 +1,7 @@
 """TrainConfig: defaults → file (JSON or TOML) → flags, and clear errors for bad values."""
 import pytest
 
-from kit.config import TrainConfig, load_config
+from kit.jobs.config import TrainConfig, load_config
 
 
 def test_layers_defaults_file_flags(tmp_path):

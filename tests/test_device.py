@@ -1,12 +1,13 @@
-"""kit.device: the accelerator's description and the dtype policy that mixed_precision="auto" picks."""
+"""kit.training.device: the accelerator's description and the dtype policy that mixed_precision="auto" picks."""
 import keras
 import pytest
 
-from kit.device import Accelerator, accelerator, configure, resolve_mixed_precision
+from kit.training.device import Accelerator, accelerator, configure, resolve_mixed_precision
 
 pytestmark = pytest.mark.backends
 H100 = Accelerator("gpu", "NVIDIA H100 80GB HBM3", (9, 0))
 V100 = Accelerator("gpu", "Tesla V100", (7, 0))
+T4 = Accelerator("gpu", "Tesla T4", (7, 5))
 CPU = Accelerator("cpu", "cpu")
 
 
@@ -23,9 +24,10 @@ def test_this_machine_is_a_cpu_without_fast_bf16():
     assert acc.platform == "cpu" and not acc.bf16
 
 
-@pytest.mark.parametrize("device, policy", [(H100, "mixed_bfloat16"), (V100, "float32"), (CPU, "float32"),
+@pytest.mark.parametrize("device, policy", [(H100, "mixed_bfloat16"), (V100, "mixed_float16"), (T4, "mixed_float16"), (CPU, "float32"),
+                                            (Accelerator("gpu", "Tesla P100", (6, 0)), "mixed_float16"), (Accelerator("gpu", "Tesla P40", (6, 1)), "float32"),
                                             (Accelerator("tpu", "tpu"), "mixed_bfloat16"), (Accelerator("gpu", "?", None), "float32")])
-def test_auto_uses_bf16_only_where_it_is_fast(device, policy):
+def test_auto_uses_bf16_where_fast_then_fp16_then_float32(device, policy):
     assert resolve_mixed_precision("auto", device) == policy
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kit.competition import get_competition
-from kit.layout import prepare_layout, read_layout
-from kit.submission import score_submission, write_submission
+from kit.kaggle.competition import get_competition
+from kit.kaggle.layout import prepare_layout, read_layout
+from kit.kaggle.submission import score_submission, write_submission
 
 DIGITS = get_competition("digits")
 N = 1797  # scikit-learn's bundled digits

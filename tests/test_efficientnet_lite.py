@@ -1,4 +1,4 @@
-"""kit.efficientnet_lite: the architecture, the weight conversion, the cache and where weights come from."""
+"""kit.models.efficientnet_lite: the architecture, the weight conversion, the cache and where weights come from."""
 from __future__ import annotations
 
 import shutil
@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from kit import efficientnet_lite as lite
-from kit.efficientnet_lite import (
+from kit.models import efficientnet_lite as lite
+from kit.models.efficientnet_lite import (
     WEIGHTS_FILENAME,
     EfficientNetLite0,
     TFSamePadding2D,
@@ -22,7 +22,7 @@ from kit.efficientnet_lite import (
     torch_kernel_to_keras,
     torch_to_keras,
 )
-from kit.torch_legacy import load_state_dict
+from kit.models.torch_legacy import load_state_dict
 
 CAT_CLASSES = {281: "tabby", 282: "tiger cat", 285: "Egyptian cat"}
 

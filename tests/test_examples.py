@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kit.demo import run_demo
+from kit.jobs.demo import run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 

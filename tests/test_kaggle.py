@@ -1,4 +1,4 @@
-"""kit.kaggle against a local fake Kaggle server that the real `kaggle` client talks to."""
+"""kit.kaggle.client against a local fake Kaggle server that the real `kaggle` client talks to."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from helpers.fake_kaggle import FakeKaggle, fake_kaggle, make_zip  # noqa: F401 - fake_kaggle is a fixture
 
-from kit import kaggle as kk
+from kit.kaggle import client as kk
 
-ROOT = Path(__file__).resolve().parents[1]
 SLUG = "tiny-cats"
 # Larger than the client's 1 MiB chunk, so an interrupted download leaves a partial file behind.
 BIG = 3 * 2**20
@@ -77,14 +76,12 @@ def test_dropped_connection_resumes_with_range(fake_kaggle, competition, tmp_pat
     assert not Path(f"{path}{kk.PARTIAL_SUFFIX}").exists()
 
 
-# Run in a child process, so the test can kill it mid-download as Ctrl-C or a crash would. It loads
-# kit/kaggle.py alone: importing all of kit (keras) would only slow the child down.
+# Run in a child process, so the test can kill it mid-download as Ctrl-C or a crash would.
+# `import kit` is light (no Keras), so the child starts fast.
 CHILD = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("kit_kaggle", sys.argv[1])
-module = sys.modules["kit_kaggle"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-module.download_competition(sys.argv[2], sys.argv[3], files=["train.zip"], progress=False)
+import sys
+from kit.kaggle.client import download_competition
+download_competition(sys.argv[1], sys.argv[2], files=["train.zip"], progress=False)
 """
 
 
@@ -92,7 +89,7 @@ def test_killed_download_resumes_in_a_later_run(fake_kaggle, competition, tmp_pa
     stall = fake_kaggle.stall_next(SLUG, "train.zip", at=BIG // 2)
     partial = tmp_path / "train.zip"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ROOT / "kit" / "kaggle.py"), SLUG, str(tmp_path)],
+        [sys.executable, "-c", CHILD, SLUG, str(tmp_path)],
         env=fake_kaggle.child_env(tmp_path / "site"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -257,10 +254,7 @@ def test_submit_needs_an_existing_file(tmp_path):
 
 def test_module_import_needs_no_kaggle_client():
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('kit_kaggle', {str(ROOT / 'kit' / 'kaggle.py')!r})\n"
-        "module = sys.modules['kit_kaggle'] = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
+        "import sys, kit, kit.kaggle.client\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('kaggle', 'kagglesdk', 'requests')]\n"
         "assert not loaded, loaded\n"
     )

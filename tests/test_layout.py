@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from helpers.images import easy_image
 
-import kit.layout as kl
-from kit.competition import Competition, label_by_prefix
-from kit.layout import (
+import kit.kaggle.layout as kl
+from kit.kaggle.competition import Competition, label_by_prefix
+from kit.env import default_data_dir, in_kaggle_notebook
+from kit.kaggle.layout import (
     UnsafeZipError,
     check_zip,
-    default_data_dir,
-    in_kaggle_notebook,
     kaggle_input_dir,
     prepare_layout,
     read_layout,

@@ -6,7 +6,7 @@ import keras
 from helpers.images import make_folders
 from helpers.tiny import tiny
 from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on
-from kit.learner import ConvLearner
+from kit.training.learner import ConvLearner
 
 pytestmark = pytest.mark.backends
 SZ = 32

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import keras
 
-from kit.models import (
+from kit.models.archs import (
     Arch,
     Preprocess,
     WeightsNotFoundError,

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from kit.optimizers import DifferentialSGD, group_multipliers, make_optimizer
+from kit.training.optimizers import DifferentialSGD, group_multipliers, make_optimizer
 
 
 def three_groups():

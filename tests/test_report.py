@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from helpers.images import make_folders
-from kit.analysis import Interpretation
-from kit.report import REPORT_NAME, _atomic_write_bytes, write_report
+from kit.analysis.interpretation import Interpretation
+from kit.analysis.report import REPORT_NAME, write_report
+from kit.io import atomic_path
 
 P_DOG = np.array([0.125, 0.25, 0.125, 0.875, 0.625, 0.9375, 0.5625, 0.25, 0.4375, 0.96875])
 Y2 = np.array([0] * 5 + [1] * 5)
@@ -127,8 +128,9 @@ def test_bad_arguments(interp, tmp_path):
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "report.html"
     target.write_text("old")
-    with pytest.raises(TypeError):
-        _atomic_write_bytes(target, "not bytes")  # fails mid-write
+    with pytest.raises(TypeError), atomic_path(target) as tmp:
+        tmp.write_text("new, half")
+        raise TypeError("fails mid-write")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from kit.schedules import (
+from kit.training.schedules import (
     cycle_end_epochs,
     lr_range,
     one_cycle_lr,

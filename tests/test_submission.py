@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from kit.competition import get_competition
-from kit.submission import (
+from kit.kaggle.competition import get_competition
+from kit.kaggle.submission import (
     read_submission,
     score_submission,
     submission_path,
@@ -82,7 +82,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_an_old_file(tmp_path):
 
 
 def test_a_crash_after_the_temp_file_is_written_leaves_no_file(tmp_path, monkeypatch):
-    import kit.submission as ks
+    import kit.kaggle.submission as ks
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed")

@@ -2,22 +2,41 @@
 
 Decoding JPEGs is the input pipeline's bound (see ../shared/GPU.md: 376 img/s per core at 224 px).
 Doing it once per (file list, size) turns every later epoch into memory-mapped reads, so the model,
-not PIL, sets the pace. The cache is keyed by each file's path, size and mtime: any change rebuilds it.
+not PIL, sets the pace. The cache is keyed by each file's path, size, mtime, inode and ctime: any
+change rebuilds it, even a same-size copy that kept the old mtime (`cp -p`, rsync, unzip), and the
+caches of the split's earlier file lists are removed then.
+
+Writing goes through ordinary file I/O into a file preallocated to its full size (a full disk is an
+`OSError` before any decoding, never a SIGBUS from a memory map of a sparse file); reading is a
+read-only memory map.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import hashlib
+import io
 import multiprocessing as mp
 import os
+import re
 import sys
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from kit.data.images import decode_into
+from kit.data.images import decode_into, pwrite_all
+from kit.io import NotEnoughSpaceError, atomic_path, ensure_free_space, free_bytes
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not POSIX
+    resource = None
 
 # Below this many files a process pool costs more than it saves.
 MIN_FILES_FOR_POOL = 64
@@ -26,6 +45,11 @@ MIN_FILES_FOR_POOL = 64
 CHUNK = 64
 MIN_CHUNK = 8
 CHUNKS_PER_WORKER = 8
+# The errors a write gives when the disk, the quota or the process' file-size limit is full.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Reserving the cache's blocks up front turns a full disk into an OSError before any decoding.
+PREALLOCATE = hasattr(os, "posix_fallocate")
+CACHE_NAME = re.compile(r"^(?P<name>.+)_(?P<sz>\d+)px_(?P<key>[0-9a-f]{16})(?:\.ok)?\.npy$")
 
 
 def chunk_size(n_files: int, workers: int) -> int:
@@ -38,22 +62,145 @@ def default_workers() -> int:
 
 
 def files_key(files: list[Path], *extra: object) -> str:
-    """A digest of the file list (path, size, mtime) and `extra`, for cache file names."""
+    """A digest of the file list (path, size, mtime, inode, ctime) and `extra`, for cache file names.
+
+    Inode and ctime catch a file replaced by one of the same size with the old mtime (`cp -p`,
+    rsync, unzip). Names are hashed as the file system's bytes, whatever their encoding; a file that
+    cannot be stat'ed (vanished, a link that dangles or loops) enters as its error, never stopping it.
+    """
     h = hashlib.sha1()
     for item in extra:
         h.update(repr(item).encode())
     for f in files:
-        st = os.stat(f)
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(f)
+            meta = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
+        except OSError as e:
+            meta = f"error {e.errno}"
+        h.update(os.fsencode(f) + f"\0{meta}\n".encode())
     return h.hexdigest()[:16]
 
 
+def pixels_key(images: np.ndarray, rows: np.ndarray, files: list[Path]) -> str:
+    """Names the pixels a split feeds (its image cache's key and the rows it keeps), for derived caches.
+
+    Unlike `files_key` it does not look at the files again: a file deleted or replaced after
+    `from_paths` changes nothing, as the pixels decoded then are the ones used.
+    """
+    m = CACHE_NAME.match(Path(getattr(images, "filename", None) or "").name)
+    if m is None:
+        return files_key(files, np.shape(images))
+    return m["key"] + hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:4]
+
+
+def runtime_started() -> bool:
+    """Whether a JAX or TensorFlow runtime (and its thread pools) is up in this process.
+
+    Importing either starts nothing; their first computation does. Read from `sys.modules` only,
+    so this never imports or starts a framework itself.
+    """
+    xla_bridge = sys.modules.get("jax._src.xla_bridge")
+    if xla_bridge is not None and getattr(xla_bridge, "_backends", None):
+        return True
+    tf_context = sys.modules.get("tensorflow.python.eager.context")
+    ctx = getattr(tf_context, "_context", None)
+    return ctx is not None and getattr(ctx, "_context_handle", None) is not None
+
+
 def _pool_context() -> mp.context.BaseContext:
-    # fork starts workers instantly and they touch only numpy and PIL, never the deep-learning
-    # framework's threads; elsewhere spawn is the safe default.
-    if sys.platform.startswith("linux"):
+    # fork starts workers instantly, and they touch only numpy and PIL. But forking a process whose
+    # JAX or TensorFlow runtime runs threads copies their locks mid-use (JAX warns; a worker can
+    # hang), so then the workers come from a forkserver: a fresh process that imports the decoder
+    # once (preloaded, and never the user's script, which the default preload of __main__ would rerun)
+    # and forks them cleanly. Elsewhere than Linux, spawn.
+    if not sys.platform.startswith("linux"):
+        return mp.get_context("spawn")
+    if not runtime_started():
         return mp.get_context("fork")
-    return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([decode_into.__module__])
+    return ctx
+
+
+def _npy_header(shape: tuple[int, ...], dtype: type) -> bytes:
+    buf = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def _room(folder: Path) -> int:
+    """Bytes one file in `folder` may take: the free space, or less under a file-size limit (ulimit -f)."""
+    room = free_bytes(folder)
+    if resource is not None:
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            room = min(room, soft)
+    return room
+
+
+def _preallocate(path: Path, header: bytes, size: int) -> None:
+    """Creates `path` with its .npy header, its blocks reserved up to `size`: no room fails here."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if PREALLOCATE:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno in NO_ROOM_ERRNOS:
+                    raise
+                # A file system without fallocate: the workers' writes extend the file instead.
+        pwrite_all(fd, header, 0)
+    finally:
+        os.close(fd)
+
+
+def _decode_all(files: list[Path], sz: int, out: Path, header_len: int, desc: str, num_workers: int | None, progress: bool) -> list[tuple[int, str]]:
+    """Decodes `files` into the rows of the preallocated `out`, in worker processes; returns the failures."""
+    workers = default_workers() if num_workers is None else num_workers
+    per = chunk_size(len(files), workers)
+    chunks = [(i, [str(f) for f in files[i : i + per]]) for i in range(0, len(files), per)]
+    failures: list[tuple[int, str]] = []
+    with tqdm(total=len(files), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:
+            for start, paths in chunks:
+                failures += decode_into(paths, sz, str(out), start, header_len)
+                bar.update(len(paths))
+            return failures
+        pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
+        try:
+            futures = [(len(p), pool.submit(decode_into, p, sz, str(out), s, header_len)) for s, p in chunks]
+            for n, fut in futures:
+                failures += fut.result()  # a worker's OSError (a full disk) is raised here, as it is
+                bar.update(n)
+        except BrokenProcessPool as e:
+            raise RuntimeError(
+                f"A decoding worker died while writing the image cache in {out.parent} (out of memory, or "
+                f"killed by a signal); nothing was cached. num_workers=1 decodes in this process instead."
+            ) from e
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return failures
+
+
+def _prune(cache_dir: Path, name: str, sz: int, keep: str, before: float) -> None:
+    """Removes this split's caches at this size for other file lists, and the activations computed from them.
+
+    Caches finished after `before` (when this one began) are left alone: a concurrent run wrote them.
+    """
+    for p in cache_dir.glob(f"{glob.escape(name)}_{sz}px_*.npy"):
+        m = CACHE_NAME.match(p.name)
+        if m is None or m["name"] != name or int(m["sz"]) != sz or m["key"] == keep:
+            continue
+        try:
+            if p.stat().st_mtime >= before:
+                continue
+        except FileNotFoundError:
+            continue
+        # Activation caches (act_<arch>_<body>_<split>_<pixels_key>.npy) name the image cache they read.
+        for q in [p, *cache_dir.glob(f"act_*_{m['key']}*.npy")]:
+            with contextlib.suppress(FileNotFoundError):
+                q.unlink()
 
 
 def decode_cached(
@@ -66,8 +213,14 @@ def decode_cached(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns (images, ok): a read-only (N, sz, sz, 3) uint8 memmap and a bool mask of decoded files.
 
-    Files that fail to decode are zero images with ok=False; one warning lists them all.
-    The cache file appears only once complete (written under a temporary name, then renamed).
+    Files that fail to decode (corrupt, truncated, decompression bombs, vanished, links that dangle
+    or loop) are zero images with ok=False; one warning lists them all. The cache file appears only
+    once complete (written under a temporary name, removed on any failure, then renamed); the
+    caches of this split's earlier file lists at this size are removed then.
+
+    Raises:
+        NotEnoughSpaceError: an OSError naming `cache_dir`, the bytes needed and the bytes free,
+            raised before decoding when the disk has no room, or if a write still fails.
     """
     files = [Path(f) for f in files]
     cache_dir = Path(cache_dir)
@@ -75,40 +228,30 @@ def decode_cached(
     key = files_key(files, sz)
     final = cache_dir / f"{name}_{sz}px_{key}.npy"
     ok_path = final.with_suffix(".ok.npy")
-    if final.exists() and ok_path.exists():
-        return np.load(final, mmap_mode="r"), np.load(ok_path)
+    with contextlib.suppress(FileNotFoundError):  # removed in between by a concurrent run: rebuild it
+        if final.exists() and ok_path.exists():
+            return np.load(final, mmap_mode="r"), np.load(ok_path)
 
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), sz, sz, 3))
-    del out
-    failures: list[tuple[int, str]] = []
-    workers = default_workers() if num_workers is None else num_workers
-    per = chunk_size(len(files), workers)
-    chunks = [(i, [str(f) for f in files[i : i + per]]) for i in range(0, len(files), per)]
+    began = time.time()
+    shape = (len(files), sz, sz, 3)
+    header = _npy_header(shape, np.uint8)
+    size = len(header) + int(np.prod(shape))
+    need = size + len(_npy_header((len(files),), np.bool_)) + len(files)
+    what = f"the '{name}' image cache ({len(files)} images at {sz}px)"
+    ensure_free_space(cache_dir, need, what)
     try:
-        with tqdm(total=len(files), desc=f"decode {name} {sz}px", unit="img", disable=not progress, leave=False) as bar:
-            if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:
-                for start, paths in chunks:
-                    failures += decode_into(paths, sz, str(tmp), start)
-                    bar.update(len(paths))
-            else:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*os.fork.*")  # JAX's fork warning
-                    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                        futures = [(len(p), pool.submit(decode_into, p, sz, str(tmp), s)) for s, p in chunks]
-                        for n, fut in futures:
-                            failures += fut.result()
-                            bar.update(n)
-        ok = np.ones(len(files), dtype=bool)
-        for i, _ in failures:
-            ok[i] = False
-        ok_tmp = ok_path.with_name(f".{ok_path.name}.{os.getpid()}.tmp.npy")
-        np.save(ok_tmp, ok)
-        os.replace(ok_tmp, ok_path)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with atomic_path(final) as tmp:
+            _preallocate(tmp, header, size)
+            failures = _decode_all(files, sz, tmp, len(header), f"decode {name} {sz}px", num_workers, progress)
+            ok = np.ones(len(files), dtype=bool)
+            ok[[i for i, _ in failures]] = False
+            with atomic_path(ok_path) as ok_tmp:
+                np.save(ok_tmp, ok)
+    except OSError as e:
+        if e.errno in NO_ROOM_ERRNOS and not isinstance(e, NotEnoughSpaceError):
+            raise NotEnoughSpaceError(cache_dir, need, _room(cache_dir), what) from e
+        raise
+    _prune(cache_dir, name, sz, key, began)
     if failures:
         listing = "\n  ".join(msg for _, msg in sorted(failures))
         warnings.warn(f"Skipped {len(failures)} of {len(files)} images that could not be decoded:\n  {listing}", stacklevel=2)

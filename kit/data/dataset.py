@@ -18,11 +18,16 @@ class Batches(keras.utils.PyDataset):
     """Batches of rows of `x` (a memmap or array) with labels `y`, reshuffled every epoch.
 
     Indices inside a batch are sorted so a memmap reads forward; the batch is still a random draw.
+
+    With `fixed=True` every batch has exactly `bs` rows, so a compiled (XLA) step never meets a second
+    shape: a shuffled last batch is topped up with rows drawn from the rest of the epoch (real images,
+    so BatchNorm's batch statistics see no padding), an unshuffled one is padded by repeating its last
+    row; `n` is the number of real rows, and predictions past it are padding to drop.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, bs: int, shuffle: bool = False, seed: int | None = None, rows: np.ndarray | None = None, workers: int = 1):
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, bs: int, shuffle: bool = False, seed: int | None = None, rows: np.ndarray | None = None, workers: int = 1, fixed: bool = False):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.x, self.bs, self.shuffle = x, int(bs), shuffle
+        self.x, self.bs, self.shuffle, self.fixed = x, int(bs), shuffle, fixed
         # `rows` picks the rows of x that belong (skipped images are left out); y is per kept row.
         self._rows = np.arange(len(x)) if rows is None else np.asarray(rows)
         self.y = None if y is None else np.asarray(y)
@@ -34,8 +39,19 @@ class Batches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self._rows) / self.bs)
 
+    @property
+    def n(self) -> int:
+        """Real rows (without a fixed last batch's top-up or padding)."""
+        return len(self._rows)
+
     def __getitem__(self, i: int):
         pos = self._order[i * self.bs : (i + 1) * self.bs]
+        short = self.bs - len(pos)
+        if self.fixed and short > 0:
+            if self.shuffle:  # rows from the rest of the epoch, wrapping round when n < bs
+                pos = np.concatenate([pos, self._order[np.arange(short) % len(self._order)]])
+            else:
+                pos = np.concatenate([pos, np.full(short, pos[-1])])
         if self.shuffle:
             pos = np.sort(pos)
         xb = np.asarray(self.x[self._rows[pos]])
@@ -70,6 +86,13 @@ class Split:
         return [str(f) for f in self.files]
 
 
+def _first_per_class(files: list[Path], y: np.ndarray, n: int) -> tuple[list[Path], np.ndarray]:
+    """The first `n` files of each class, in their original (sorted) order."""
+    keep = np.concatenate([np.flatnonzero(y == c)[:n] for c in np.unique(y)])
+    keep.sort()
+    return [files[i] for i in keep], y[keep]
+
+
 class ImageClassifierData:
     """Train, valid and optional test images with their labels, as the lesson's `data` object.
 
@@ -78,12 +101,16 @@ class ImageClassifierData:
         data.classes, data.val_y[:5], len(data.trn_ds)
 
     Images are decoded once, in parallel worker processes, into a uint8 cache under `path/tmp/`
-    (reused by later runs) and fed to the model as uint8 batches; files that cannot be decoded are
+    (`work_dir/tmp/` when `path` is read-only; reused by later runs) and fed to the model as uint8 batches; files that cannot be decoded are
     left out of their split with one warning that lists them.
     """
 
-    def __init__(self, path: Path, classes: list[str], trn: Split, val: Split, test: Split | None, tfms: tuple[Transforms, Transforms], bs: int, num_workers: int):
+    def __init__(self, path: Path, classes: list[str], trn: Split, val: Split, test: Split | None, tfms: tuple[Transforms, Transforms], bs: int, num_workers: int, work_dir: Path | None = None, tmp_dir: Path | None = None):
         self.path, self.classes = Path(path), classes
+        # What the kit writes (decoded images, activations, saved models) goes under work_dir, never
+        # into a read-only `path`; work_dir is `path` itself when that is writable (the lesson's layout).
+        self.work_dir = Path(work_dir) if work_dir is not None else self.path
+        self._tmp_dir = Path(tmp_dir) if tmp_dir is not None else self.work_dir / "tmp"
         self.trn_ds, self.val_ds, self.test_ds = trn, val, test
         self.trn_tfms, self.val_tfms = tfms
         self.bs, self.num_workers = bs, num_workers
@@ -119,11 +146,11 @@ class ImageClassifierData:
 
     @property
     def tmp_dir(self) -> Path:
-        return self.path / "tmp"
+        return self._tmp_dir
 
     @property
     def models_dir(self) -> Path:
-        return self.path / "models"
+        return self.work_dir / "models"
 
     def split(self, name: str) -> Split:
         s = {"train": self.trn_ds, "valid": self.val_ds, "test": self.test_ds}.get(name)
@@ -131,9 +158,9 @@ class ImageClassifierData:
             raise ValueError(f"Unknown or absent split {name!r}: choose 'train', 'valid' or 'test' (test needs test_name).")
         return s
 
-    def batches(self, name: str, shuffle: bool = False, bs: int | None = None, seed: int | None = None) -> Batches:
+    def batches(self, name: str, shuffle: bool = False, bs: int | None = None, seed: int | None = None, fixed: bool = False) -> Batches:
         s = self.split(name)
-        return Batches(s.images, s.y, bs or self.bs, shuffle=shuffle, seed=seed, rows=s.rows)
+        return Batches(s.images, s.y, bs or self.bs, shuffle=shuffle, seed=seed, rows=s.rows, fixed=fixed)
 
     @classmethod
     def from_paths(
@@ -146,6 +173,9 @@ class ImageClassifierData:
         test_name: str | None = None,
         num_workers: int | None = None,
         progress: bool = True,
+        work_dir: str | Path | None = None,
+        tmp_dir: str | Path | None = None,
+        max_per_class: int | None = None,
     ) -> "ImageClassifierData":
         """Reads `path/trn_name/<class>/*`, `path/val_name/<class>/*` and an optional flat test folder.
 
@@ -157,8 +187,20 @@ class ImageClassifierData:
             test_name: str or None. A flat folder of unlabelled test images.
             num_workers: int. Decoding processes (default: every core).
             progress: bool. Show a progress bar while decoding.
+            work_dir: str, Path or None. Where the decoded images (`tmp/`) and saved models (`models/`)
+                go. Default: `path` when writable, else a folder of the kit's user cache
+                (`kit.env.work_dir_for`): nothing is ever written into a read-only `path`.
+            tmp_dir: str, Path or None. The cache folder itself (default: `work_dir/tmp`).
+            max_per_class: int or None. Keep only the first n files (by name) of each class of the
+                train and valid splits: a quick look at a large folder.
         """
+        from kit.env import work_dir_for
+
         path = Path(path)
+        work = work_dir_for(path, work_dir)
+        tmp = Path(tmp_dir) if tmp_dir is not None else work / "tmp"
+        if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
+            raise ValueError(f"max_per_class must be a positive integer or None. Received max_per_class={max_per_class!r}.")
         if tfms is None:
             tfms = (Transforms(224), Transforms(224))
         if not isinstance(bs, int) or bs < 1:
@@ -167,11 +209,14 @@ class ImageClassifierData:
         trn_files, trn_y, classes = read_class_folders(path, trn_name)
         val_files, val_y, val_classes = read_class_folders(path, val_name)
         check_same_classes(classes, val_classes, path, trn_name, val_name)
+        if max_per_class is not None:
+            trn_files, trn_y = _first_per_class(trn_files, trn_y, max_per_class)
+            val_files, val_y = _first_per_class(val_files, val_y, max_per_class)
         test_files = read_flat_folder(path / test_name) if test_name else None
         sz = tfms[1].sz
 
         def load(name: str, files: list[Path], y: np.ndarray | None) -> Split:
-            images, ok = decode_cached(files, sz, path / "tmp", name=name, num_workers=workers, progress=progress)
+            images, ok = decode_cached(files, sz, tmp, name=name, num_workers=workers, progress=progress)
             keep = np.flatnonzero(ok)
             if len(keep) == 0:
                 raise ValueError(f"No image of the '{name}' split could be decoded ({len(files)} files in {path / name}).")
@@ -184,7 +229,22 @@ class ImageClassifierData:
             missing = sorted(set(range(len(classes))) - set(np.unique(s.y).tolist()))
             if missing:
                 warnings.warn(f"Split '{s.name}' has no decodable image of classes {[classes[i] for i in missing]}.", stacklevel=2)
-        return cls(path, classes, trn, val, test, tfms, bs, workers)
+        return cls(path, classes, trn, val, test, tfms, bs, workers, work_dir=work, tmp_dir=tmp)
+
+    @classmethod
+    def from_classes(cls, classes: list[str], tfms: tuple[Transforms, Transforms] | None = None, bs: int = 64, work_dir: str | Path = ".") -> "ImageClassifierData":
+        """A data object with classes and transforms but no images: what a learner needs to predict new files.
+
+        Example:
+            data = ImageClassifierData.from_classes(["cats", "dogs"], tfms_from_model(resnet50, 224))
+            learn = ConvLearner.pretrained(resnet50, data, weights=None); learn.load("runs/r1/model.weights.h5")
+            log_probs, ok = learn.predict_files(["a.jpg", "b.jpg"])
+        """
+        if tfms is None:
+            tfms = (Transforms(224), Transforms(224))
+        sz = tfms[1].sz
+        empty = lambda name: Split(name, [], np.zeros(0, dtype=np.int64), np.zeros((0, sz, sz, 3), dtype=np.uint8), np.zeros(0, dtype=np.int64))  # noqa: E731
+        return cls(Path(work_dir), list(classes), empty("train"), empty("valid"), None, tfms, bs, default_workers(), work_dir=Path(work_dir))
 
     def __repr__(self) -> str:
         n_test = len(self.test_ds) if self.test_ds is not None else 0

@@ -13,9 +13,16 @@ def _listing(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if not p.name.startswith("."))
 
 
+def _is_file_or_broken_link(p: Path) -> bool:
+    # A link that dangles or loops is not a file, but it is kept so that decoding lists it in the
+    # one warning of skipped images instead of it vanishing without a word.
+    return p.is_file() or (p.is_symlink() and not p.exists())
+
+
 def _split_images(files: list[Path], where: Path) -> list[Path]:
-    images = [f for f in files if f.is_file() and is_image_name(f)]
-    others = [f.name for f in files if f.is_file() and not is_image_name(f)]
+    files = [f for f in files if _is_file_or_broken_link(f)]
+    images = [f for f in files if is_image_name(f)]
+    others = [f.name for f in files if not is_image_name(f)]
     if others:
         shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
         warnings.warn(f"Ignored {len(others)} non-image files in {where}: {shown}", stacklevel=3)

@@ -4,6 +4,8 @@ This module imports only numpy and PIL, so decoding worker processes start fast.
 """
 from __future__ import annotations
 
+import errno
+import os
 import warnings
 from pathlib import Path
 
@@ -18,7 +20,9 @@ class ImageDecodeError(ValueError):
 
 
 def is_image_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether a file name has an image extension (hidden files such as macOS' `._x.jpg` are not images)."""
+    name = Path(path).name
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -66,10 +70,19 @@ def load_image(path: str | Path, sz: int) -> np.ndarray:
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 img = _to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
-        reason = "empty file" if path.exists() and path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
-        raise ImageDecodeError(f"Cannot decode image {path}: {reason}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"Cannot decode image {path}: {_reason(path, e)}") from e
     return resize_center_crop(img, sz)
+
+
+def _reason(path: Path, e: BaseException) -> str:
+    if path.is_symlink() and not path.exists():
+        if isinstance(e, OSError) and e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"dangling symbolic link (to {os.readlink(path)})"
+    if path.exists() and path.stat().st_size == 0:
+        return "empty file"
+    return f"{type(e).__name__}: {e}"
 
 
 def resize_center_crop(img: Image.Image, sz: int) -> np.ndarray:
@@ -89,19 +102,31 @@ def resize_center_crop(img: Image.Image, sz: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_into(paths: list[str], sz: int, out_path: str, start: int) -> list[tuple[int, str]]:
-    """Decodes `paths` into rows start.. of the .npy memmap at `out_path`; returns the failures.
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Writes all of `data` at `offset` (os.pwrite may write less); a full disk raises OSError."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
-    Runs in worker processes: it writes straight into the shared file, so no pixels cross a pipe.
+
+def decode_into(paths: list[str], sz: int, out_path: str, start: int, header_len: int) -> list[tuple[int, str]]:
+    """Decodes `paths` into rows start.. of the preallocated .npy file at `out_path`; returns the failures.
+
+    Runs in worker processes: each writes its rows straight into the file, so no pixels cross a
+    pipe, and with ordinary writes (not a memory map), so a full disk is an OSError, never a SIGBUS.
+    Rows of files that fail to decode are zeros.
     """
-    out = np.lib.format.open_memmap(out_path, mode="r+")
+    block = np.zeros((len(paths), sz, sz, 3), dtype=np.uint8)
     failures = []
     for i, p in enumerate(paths):
         try:
-            out[start + i] = load_image(p, sz)
+            block[i] = load_image(p, sz)
         except ImageDecodeError as e:
-            out[start + i] = 0
             failures.append((start + i, str(e)))
-    out.flush()
-    del out
+    fd = os.open(out_path, os.O_WRONLY)
+    try:
+        pwrite_all(fd, block, header_len + start * sz * sz * 3)
+    finally:
+        os.close(fd)
     return failures

@@ -1,8 +1,9 @@
 """The lesson's transforms: a size, the arch's preprocessing, and augmentations that run on the device.
 
 Images are decoded once to `sz` (resize the shorter side, centre crop) and travel as uint8. The
-augmentations below become Keras preprocessing layers inside the training model, so they run on the
-accelerator, on every backend, and are active only while training (and in TTA).
+augmentations below are fused into one `kit.data.augment.Augment` layer inside the training model (one
+random affine and one resampling per image, plus lighting), so they run on the accelerator inside the
+XLA-compiled train step, on every backend, and are active only while training (and in TTA).
 """
 from __future__ import annotations
 
@@ -11,21 +12,29 @@ from typing import Any
 
 import keras
 
+from kit.data.augment import Augment
+
 
 @dataclass(frozen=True)
 class RandomFlip:
     """Mirror left-right (side-on photos: a dog facing left is still a dog)."""
 
+    def augment_args(self) -> dict:
+        return {"flip": "horizontal"}
+
     def layer(self) -> keras.layers.Layer:
-        return keras.layers.RandomFlip("horizontal")
+        return Augment(**self.augment_args())
 
 
 @dataclass(frozen=True)
 class RandomDihedral:
-    """Flips on both axes (top-down photos: satellite, microscopy)."""
+    """The 8 flips and quarter turns of a square (top-down photos: satellite, microscopy)."""
+
+    def augment_args(self) -> dict:
+        return {"flip": "dihedral"}
 
     def layer(self) -> keras.layers.Layer:
-        return keras.layers.RandomFlip("horizontal_and_vertical")
+        return Augment(**self.augment_args())
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,11 @@ class RandomRotate:
 
     deg: float = 10.0
 
+    def augment_args(self) -> dict:
+        return {"max_rotate": self.deg}
+
     def layer(self) -> keras.layers.Layer:
-        return keras.layers.RandomRotation(self.deg / 360.0, fill_mode="reflect")
+        return Augment(**self.augment_args())
 
 
 @dataclass(frozen=True)
@@ -45,13 +57,11 @@ class RandomLighting:
     b: float = 0.05
     c: float = 0.05
 
+    def augment_args(self) -> dict:
+        return {"brightness": self.b, "contrast": self.c}
+
     def layer(self) -> keras.layers.Layer:
-        return keras.Sequential(
-            [
-                keras.layers.RandomBrightness(self.b, value_range=(0, 255)),
-                keras.layers.RandomContrast(self.c, value_range=(0, 255)),
-            ]
-        )
+        return Augment(**self.augment_args())
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,11 @@ class RandomZoom:
 
     max_zoom: float = 1.1
 
+    def augment_args(self) -> dict:
+        return {"max_zoom": self.max_zoom}
+
     def layer(self) -> keras.layers.Layer:
-        f = 1.0 - 1.0 / self.max_zoom
-        return keras.layers.RandomZoom(height_factor=(-f, 0.0), fill_mode="reflect")
+        return Augment(**self.augment_args())
 
 
 transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]
@@ -78,11 +90,22 @@ class Transforms:
     aug_tfms: tuple[Any, ...] = field(default_factory=tuple)
     arch: str | None = None
 
-    def augmentation(self, name: str = "augment") -> keras.Sequential | None:
-        """A Sequential of the augmentation layers (None when there are none)."""
+    def augmentation(self, name: str = "augment", in_training: bool = True) -> Augment | None:
+        """One fused `Augment` layer of all the augmentations (None when there are none).
+
+        Args:
+            name: str. The layer's name.
+            in_training: bool. Augment while training (False: only inside `at_inference()`, for TTA).
+        """
         if not self.aug_tfms:
             return None
-        return keras.Sequential([t.layer() for t in self.aug_tfms], name=name)
+        args: dict = {}
+        for t in self.aug_tfms:
+            for key, value in t.augment_args().items():
+                if key in args and args[key] != value:
+                    raise ValueError(f"aug_tfms set {key} twice, to {args[key]!r} and {value!r}. Received aug_tfms={list(self.aug_tfms)!r}.")
+                args[key] = value
+        return Augment(**args, in_training=in_training, name=name)
 
 
 def tfms_from_model(arch: Any, sz: int, aug_tfms: list | None = None, max_zoom: float | None = None) -> tuple[Transforms, Transforms]:
@@ -93,7 +116,7 @@ def tfms_from_model(arch: Any, sz: int, aug_tfms: list | None = None, max_zoom: 
         data = ImageClassifierData.from_paths(PATH, tfms=tfms)
 
     Args:
-        arch: an arch of `kit.models` (e.g. `resnet50`) or its name. The arch's own preprocessing
+        arch: an arch of `kit.models.archs` (e.g. `resnet50`) or its name. The arch's own preprocessing
             runs inside the model, so the same uint8 batches serve any arch.
         sz: int. Side of the square images fed to the model.
         aug_tfms: list. Training augmentations, e.g. `transforms_side_on`.
@@ -105,7 +128,7 @@ def tfms_from_model(arch: Any, sz: int, aug_tfms: list | None = None, max_zoom: 
         raise ValueError(f"max_zoom must be >= 1 (1.1 = zoom in up to 10%). Received max_zoom={max_zoom!r}.")
     aug = list(aug_tfms or [])
     for t in aug:
-        if not hasattr(t, "layer"):
+        if not hasattr(t, "augment_args"):
             raise ValueError(f"aug_tfms items must be kit transforms (e.g. RandomFlip()). Received {t!r}.")
     if max_zoom and max_zoom > 1:
         aug.append(RandomZoom(max_zoom))

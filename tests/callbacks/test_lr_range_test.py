@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kit.callbacks.lr_range_test import LRRangeTest, epochs_needed
-from kit.optimizers import make_optimizer
+from kit.training.callbacks.lr_range_test import LRRangeTest, epochs_needed
+from kit.training.optimizers import make_optimizer
 
 N_FEATURES = 4
 

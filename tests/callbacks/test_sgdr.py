@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from kit.callbacks.one_cycle import OneCycle
-from kit.callbacks.sgdr import SGDR
-from kit.optimizers import make_optimizer
-from kit.schedules import one_cycle_lr, one_cycle_momentum, sgdr_lr, sgdr_total_epochs
+from kit.training.callbacks.one_cycle import OneCycle
+from kit.training.callbacks.sgdr import SGDR
+from kit.training.optimizers import make_optimizer
+from kit.training.schedules import one_cycle_lr, one_cycle_momentum, sgdr_lr, sgdr_total_epochs
 
 
 def data(n=12):

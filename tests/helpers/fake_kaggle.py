@@ -12,7 +12,7 @@ Example:
 ```python
 def test_download(fake_kaggle, tmp_path):
     fake_kaggle.add_competition("tiny", {"train.zip": make_zip({"a.txt": b"a"})})
-    kit.kaggle.download_competition("tiny", tmp_path, progress=False)
+    kit.kaggle.client.download_competition("tiny", tmp_path, progress=False)
 ```
 """
 

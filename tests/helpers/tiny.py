@@ -1,7 +1,7 @@
 """A tiny convolutional body with the keras.applications constructor signature, for CPU tests."""
 import keras
 
-from kit.models import Arch
+from kit.models.archs import Arch
 
 
 def tiny_cnn(include_top: bool = False, weights=None, input_shape=(32, 32, 3), **kwargs) -> keras.Model:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.config import load_config
-from kit.pipeline import ZIPS, analyze, data_dir_or_default, download, submit
-from kit.train import train
+from kit.jobs.config import load_config
+from kit.jobs.pipeline import ZIPS, analyze, data_dir_or_default, download, submit
+from kit.jobs.train import train
 
 SLUG = "digits"
 # The digits are 8×8 at heart: 32 px holds all they have, and an unfrozen epoch costs a quarter of 64 px.
@@ -58,7 +58,7 @@ def svc_baseline(root: Path, answers: dict[str, str], test_id) -> float:
 
 
 def run_demo(data_dir: str | Path | None = None, quick: bool = False) -> DemoResult:
-    from kit.competition import get_competition
+    from kit.kaggle.competition import get_competition
 
     t0 = time.perf_counter()
     data = data_dir_or_default(data_dir)

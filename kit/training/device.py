@@ -1,12 +1,14 @@
-"""What the accelerator can do, and Keras' dtype policy set to match: bf16 mixed precision where it pays.
+"""What the accelerator can do, and Keras' dtype policy set to match: mixed precision where it pays.
 
 On a GPU of compute capability 8.0 or newer (A100, H100, ...) or a TPU, bfloat16 matmuls and
 convolutions run on tensor cores at several times the float32 rate, and bf16 keeps float32's range,
-so no loss scaling is needed. On a CPU, or an older GPU, float32 stays. XLA needs nothing here: JAX
+so no loss scaling is needed. Older GPUs with fast float16 (P100 6.0, V100 7.0, T4 7.5: Kaggle's
+T4 ×2) get "mixed_float16": float16's narrow range needs loss scaling, which Keras' `compile` adds
+itself (a `LossScaleOptimizer` around the optimizer) under that policy. On a CPU float32 stays. XLA needs nothing here: JAX
 always compiles with it, and Keras' `jit_compile="auto"` turns it on for TensorFlow where it works.
 
 Example:
-    from kit.device import configure
+    from kit.training.device import configure
     configure()            # "mixed_bfloat16" on an H100, "float32" on a laptop
 """
 from __future__ import annotations
@@ -27,6 +29,9 @@ _ALIASES = {
 _POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "float32": "float32"}
 # Ampere (8.0) is the first NVIDIA generation with bf16 tensor cores.
 MIN_BF16_CAPABILITY = (8, 0)
+# Volta (7.0) brought fp16 tensor cores; the P100 (6.0) alone of Pascal runs fp16 at twice fp32
+# (the other Pascal chips, 6.1, at 1/64: float32 there).
+MIN_FP16_CAPABILITY, FAST_FP16_PASCAL = (7, 0), (6, 0)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,12 @@ class Accelerator:
         if self.platform == "tpu":
             return True
         return self.platform == "gpu" and self.capability is not None and self.capability >= MIN_BF16_CAPABILITY
+
+    @property
+    def fp16(self) -> bool:
+        """Whether float16 runs fast here (a GPU with fp16 tensor cores, or the P100)."""
+        cap = self.capability
+        return self.platform == "gpu" and cap is not None and (cap >= MIN_FP16_CAPABILITY or cap == FAST_FP16_PASCAL)
 
 
 def _capability(text: object) -> tuple[int, int] | None:
@@ -92,7 +103,8 @@ def resolve_mixed_precision(mixed_precision: str | bool | None = "auto", device:
     """The Keras dtype policy name that `mixed_precision` means on `device` (default: this machine).
 
     Args:
-        mixed_precision: "auto" (bf16 where it is fast, else float32), "bf16", "fp16", "float32",
+        mixed_precision: "auto" (bf16 where it is fast, else fp16 where that is fast, else float32),
+            "bf16", "fp16", "float32",
             True (bf16), False or None (float32). The KIT_MIXED_PRECISION environment variable,
             when set, overrides "auto".
         device: Accelerator or None.
@@ -109,7 +121,8 @@ def resolve_mixed_precision(mixed_precision: str | bool | None = "auto", device:
             raise ValueError(f"{ENV_VAR} must be one of {MIXED_PRECISION_CHOICES}. Received {ENV_VAR}={env!r}.")
         choice = _ALIASES[env.lower()]
     if choice == "auto":
-        choice = "bf16" if (device or accelerator()).bf16 else "float32"
+        device = device or accelerator()
+        choice = "bf16" if device.bf16 else "fp16" if device.fp16 else "float32"
     return _POLICIES[choice]
 
 

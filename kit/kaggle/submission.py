@@ -18,19 +18,182 @@ from __future__ import annotations
 import csv
 import os
 import re
-import tempfile
+import io
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from kit.competition import Competition, get_competition, parse_value, score_rows
+from kit.io import atomic_path
+import math
+
+from kit.kaggle.competition import DEFAULT_EPS, Competition, get_competition
 
 DEFAULT_OUT_DIR = "submissions"
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 # How many missing or unknown ids an error message shows before "…".
 _SHOW = 5
+
+
+# -- the rows: format, parse, score ------------------------------------------------------------
+
+
+def _check_classes(competition: Competition, classes: Sequence[str]) -> list[str]:
+    classes = [str(c) for c in classes]
+    if sorted(classes) != sorted(competition.classes):
+        raise ValueError(
+            f"classes must be the classes of {competition.slug!r} {list(competition.classes)} in the "
+            f"model's column order. Received classes={classes}"
+        )
+    return classes
+
+
+def _sort_key(i: str):
+    # Kaggle lists test ids numerically (1, 2, …, 10), not as strings (1, 10, 2).
+    return (0, int(i), "") if i.isdigit() else (1, 0, i)
+
+
+def submission_rows(
+    competition: Competition,
+    ids: Sequence[str],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    eps: float | None = None,
+) -> list[tuple[str, str]]:
+    """Turns test ids and class probabilities into the competition's submission rows.
+
+    Rows are sorted by id (numerically when every id is a number, as Kaggle's sample files are).
+    For log loss the probability is clipped to [eps, 1 - eps] (see DEFAULT_EPS for why).
+
+    Example:
+
+    ```python
+    submission_rows(redux, ["1", "2"], np.array([[0.9, 0.1], [0.2, 0.8]]), ["cats", "dogs"])
+    # [("1", "0.1"), ("2", "0.8")]
+    ```
+
+    Args:
+        competition: Competition. What the submission must look like.
+        ids: Sequence of strings. Test ids, one per row of probs.
+        probs: Array of shape (N, len(classes)). Class probabilities (not log-probabilities).
+        classes: Sequence of strings. The class of each column of probs.
+        eps: Float or None. The clip for log loss; None means `competition.eps`.
+
+    Returns:
+        A list of (id, label text) tuples.
+    """
+    classes = _check_classes(competition, classes)
+    ids = [str(i) for i in ids]
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape != (len(ids), len(classes)):
+        raise ValueError(
+            f"probs must have shape (len(ids), len(classes)) = ({len(ids)}, {len(classes)}). "
+            f"Received probs.shape={probs.shape}"
+        )
+    if not np.all(np.isfinite(probs)) or probs.min(initial=0.0) < 0 or probs.max(initial=0.0) > 1:
+        raise ValueError(
+            "probs must be probabilities in [0, 1] (apply exp to log-probabilities). "
+            f"Received values in [{np.nanmin(probs) if probs.size else 0}, {np.nanmax(probs) if probs.size else 0}]"
+        )
+    seen: set[str] = set()
+    for i in ids:
+        if not i or i in seen:
+            raise ValueError(f"ids must be distinct and non-empty. Received {i!r}" + (" twice" if i else ""))
+        seen.add(i)
+    eps = competition.eps if eps is None else eps
+    if not (isinstance(eps, (int, float)) and 0 <= eps < 0.5):
+        raise ValueError(f"eps must be in [0, 0.5). Received eps={eps!r}")
+
+    kind = competition.submission_kind
+    if kind == "probability":
+        p = probs[:, classes.index(competition.positive_class)]
+        if competition.metric == "log_loss":
+            p = np.clip(p, eps, 1 - eps)
+        # Six significant digits keep far more precision than the log-loss clip needs.
+        labels = [format(float(v), ".6g") for v in p]
+    else:
+        predicted = [classes[k] for k in np.argmax(probs, axis=1)]
+        if kind == "class_index":
+            labels = [str(competition.classes.index(c)) for c in predicted]
+        else:
+            labels = predicted
+    return sorted(zip(ids, labels), key=lambda row: _sort_key(row[0]))
+
+
+def parse_value(competition: Competition, text: str) -> float | str:
+    """Parses one submission label; raises ValueError saying the rule when it is not valid.
+
+    Returns:
+        The probability (float) for "probability" submissions, otherwise the class name.
+    """
+    kind = competition.submission_kind
+    if kind == "probability":
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError(f"must be a probability in [0, 1]. Received {text!r}") from None
+        if not math.isfinite(v) or not 0 <= v <= 1:
+            raise ValueError(f"must be a probability in [0, 1]. Received {text!r}")
+        return v
+    if kind == "class_index":
+        n = len(competition.classes)
+        if not re.fullmatch(r"[0-9]+", text.strip()) or int(text) >= n:
+            raise ValueError(
+                f"must be a class index 0..{n - 1} ({', '.join(f'{i}={c}' for i, c in enumerate(competition.classes))}). "
+                f"Received {text!r}"
+            )
+        return competition.classes[int(text)]
+    if text not in competition.classes:
+        raise ValueError(f"must be one of the classes {list(competition.classes)}. Received {text!r}")
+    return text
+
+
+def score_rows(competition: Competition, values: Mapping[str, str], answers: Mapping[str, str]) -> float:
+    """Scores submission values against known answers with the competition's metric.
+
+    Example:
+
+    ```python
+    score_rows(redux, {"1": "0.9", "2": "0.2"}, {"1": "dogs", "2": "cats"})   # log loss 0.164
+    ```
+
+    Args:
+        competition: Competition. Gives the metric and the meaning of a label.
+        values: Mapping. Test id → label text as written in the submission.
+        answers: Mapping. Test id → true class name; must cover exactly the same ids.
+
+    Returns:
+        The log loss (lower is better) or the accuracy (higher is better).
+    """
+    from sklearn.metrics import accuracy_score, log_loss
+
+    missing = sorted(set(answers) - set(values), key=_sort_key)
+    extra = sorted(set(values) - set(answers), key=_sort_key)
+    if missing or extra:
+        raise ValueError(
+            f"the submission's ids must be the answers' ids. Missing ids {missing[:5]}"
+            f"{' …' if len(missing) > 5 else ''}; unknown ids {extra[:5]}{' …' if len(extra) > 5 else ''}"
+        )
+    if not answers:
+        raise ValueError("answers must not be empty")
+    bad = {i: c for i, c in answers.items() if c not in competition.classes}
+    if bad:
+        i, c = next(iter(bad.items()))
+        raise ValueError(f"answers must be classes of {competition.slug!r} {list(competition.classes)}. Received {c!r} for id {i!r}")
+    order = sorted(answers, key=_sort_key)
+    parsed = [parse_value(competition, values[i]) for i in order]
+    truth = [answers[i] for i in order]
+    if competition.submission_kind == "probability":
+        y = np.array([t == competition.positive_class for t in truth], dtype=np.int64)
+        p = np.array(parsed, dtype=np.float64)
+        if competition.metric == "log_loss":
+            return float(log_loss(y, p, labels=[0, 1]))
+        return float(accuracy_score(y, (p >= 0.5).astype(np.int64)))
+    return float(accuracy_score(truth, parsed))
+
+
+# -- the file ------------------------------------------------------------------------------------
 
 
 def submission_path(
@@ -95,22 +258,15 @@ def write_submission(
     comp = get_competition(competition)
     rows = comp.submission_rows(ids, probs, classes, eps=eps)
     path = submission_path(comp, out_dir, arch, now)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(comp.submission_columns)
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private; a submission is an ordinary file.
-        os.chmod(tmp, 0o644)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(comp.submission_columns)
+    writer.writerows(rows)
+    text = buf.getvalue()
+    # Validated before it exists under its real name: a bad file is never left in submissions/.
+    with atomic_path(path, need=len(text.encode()), what=f"the submission {path.name}") as tmp:
+        tmp.write_text(text, newline="")
         validate_submission(comp, tmp, [str(i) for i in ids], _name=path)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -1,20 +1,21 @@
 """The steps behind `kit download`, `kit analyze` and `kit submit`, one function each.
 
-`kit train` is `kit.train.train`. These functions return what they did and raise on failure; only
+`kit train` is `kit.jobs.train.train`. These functions return what they did and raise on failure; only
 the CLI prints and turns exceptions into exit codes.
 """
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kit.competition import Competition, get_competition
-from kit.layout import default_data_dir, in_kaggle_notebook, kaggle_input_dir, prepare_layout
-from kit.submission import score_submission, validate_submission, write_submission
-from kit.train import latest_run
+from kit.kaggle.competition import Competition, get_competition
+from kit.env import default_data_dir, in_kaggle_notebook, work_dir_for
+from kit.kaggle.layout import kaggle_input_dir, prepare_layout
+from kit.kaggle.submission import score_submission, write_submission  # write_submission validates, once
+from kit.run import RunFolder
 
 ZIPS = "zips"  # where the competition's files land, under <data>/<slug>/
 
@@ -34,7 +35,7 @@ def source_files(comp: Competition, root: Path, progress: bool = True) -> tuple[
         mounted = kaggle_input_dir(comp)
         if mounted is not None:
             return mounted, f"Kaggle input {mounted}"
-    from kit.kaggle import download_competition
+    from kit.kaggle.client import download_competition
 
     download_competition(comp.slug, zips, files=list(comp.files), progress=progress)
     return zips, "downloaded with the Kaggle API"
@@ -61,30 +62,30 @@ def download(slug: str, data_dir: str | Path | None = None, valid: int | None = 
     return DownloadResult(root, how, counts)
 
 
-def _load_predictions(run: Path) -> dict[str, np.ndarray]:
-    path = run / "predictions.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"No predictions in {run}: the run did not finish; run `kit train` again.")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+def runs_root(slug: str | None, data_dir: str | Path | None = None, folder: str | Path | None = None, work_dir: str | Path | None = None) -> Path:
+    """The folder whose `runs/` holds a data set's runs: a folder's work folder, else `<data>/<slug>/`."""
+    if folder is not None:
+        return work_dir_for(folder, work_dir)
+    return data_dir_or_default(data_dir) / get_competition(slug).slug
 
 
-def analyze(slug: str, data_dir: str | Path | None = None, run: str | Path | None = None) -> Path:
-    """Writes the analysis PNGs and report.html of the latest (or given) run; returns the report."""
-    from kit.analysis import Interpretation
-    from kit.report import write_report
+def analyze(slug: str | None, data_dir: str | Path | None = None, run: str | Path | None = None, folder: str | Path | None = None, work_dir: str | Path | None = None) -> Path:
+    """Writes the analysis PNGs and report.html of the latest (or given) run; returns the report.
 
-    comp = get_competition(slug)
-    root = data_dir_or_default(data_dir) / comp.slug
-    run_dir = Path(run) if run else latest_run(root)
-    p = _load_predictions(run_dir)
-    interp = Interpretation([str(f) for f in p["val_files"]], p["val_y"], p["val_probs"], classes=[str(c) for c in p["classes"]])
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
-    hist = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else {}
-    lr_png = run_dir / "lr_find.png"
+    With `folder` (a class-folder tree), its runs are read from its work folder and `slug` is ignored.
+    """
+    from kit.analysis.interpretation import Interpretation
+    from kit.analysis.report import write_report
+
+    root = runs_root(slug, data_dir, folder, work_dir)
+    title = Path(os.path.abspath(folder)).name if folder is not None else get_competition(slug).title
+    rf = RunFolder.resolve(root, run).require_finished()
+    p = rf.read_predictions()
+    interp = Interpretation(p.val_files, p.val_y, p.val_probs, classes=p.classes)
+    lr_png = rf.lr_find_png
     return write_report(
-        interp, run_dir, lr_finder_png=lr_png if lr_png.is_file() else None, config=config,
-        history=hist.get("history"), title=f"{comp.title}: {run_dir.name}",
+        interp, rf.path, lr_finder_png=lr_png if lr_png.is_file() else None, config=rf.read_config() or None,
+        history=rf.read_history().get("history"), title=f"{title}: {rf.name}",
     )
 
 
@@ -101,21 +102,21 @@ def submit(slug: str, data_dir: str | Path | None = None, message: str | None = 
     """Writes the latest run's test predictions as a validated CSV; uploads it unless dry_run."""
     comp = get_competition(slug)
     root = data_dir_or_default(data_dir) / comp.slug
-    run_dir = Path(run) if run else latest_run(root)
-    p = _load_predictions(run_dir)
-    if "test_probs" not in p:
+    rf = RunFolder.resolve(root, run).require_finished()
+    run_dir = rf.path
+    p = rf.read_predictions()
+    if p.test_probs is None:
         raise ValueError(f"Run {run_dir} has no test predictions: {root / 'test'} was missing at training time.")
-    ids = [comp.test_id(Path(str(f)).name) for f in p["test_files"]]
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    ids = [comp.test_id(Path(f).name) for f in p.test_files]
+    config = rf.read_config()
     if in_kaggle_notebook() and str(out_dir) == "submissions":
         out_dir = default_data_dir().parent / "submissions"
-    path = write_submission(comp, ids, p["test_probs"], [str(c) for c in p["classes"]], out_dir=out_dir, arch=config.get("arch", "model"), eps=eps)
-    validate_submission(comp, path, ids)
+    path = write_submission(comp, ids, p.test_probs, p.classes, out_dir=out_dir, arch=config.get("arch", "model"), eps=eps)
     result = SubmitResult(path, len(ids), metric=comp.metric)
     if comp.local_answers is not None:
         result.local_score = score_submission(comp, path, comp.local_answers(root / ZIPS))
     if not dry_run:
-        from kit.kaggle import submission_status, submit as kaggle_submit
+        from kit.kaggle.client import submission_status, submit as kaggle_submit
 
         info = kaggle_submit(comp.slug, path, message or f"kit {config.get('arch', '')} {run_dir.name}".strip())
         result.status = submission_status(comp.slug, info.ref) or info

@@ -7,8 +7,8 @@ import warnings
 import keras
 import numpy as np
 
-from kit.optimizers import _schedule_error, set_learning_rate, sync_model_state
-from kit.schedules import _check_int, lr_range, smooth_losses, suggest_lr
+from kit.training.optimizers import _schedule_error, set_learning_rate, sync_model_state
+from kit.training.schedules import _check_int, lr_range, smooth_losses, suggest_lr
 
 # The test stops once the smoothed loss exceeds this multiple of its best (fastai's rule).
 DIVERGENCE_FACTOR = 4.0
@@ -153,7 +153,7 @@ class LRRangeTest(keras.callbacks.Callback):
         if self.stop_reason is None and len(self.lrs) < self.num_it:
             warnings.warn(
                 f"LRRangeTest: the data ended after {len(self.lrs)} of num_it={self.num_it} batches. "
-                "Run fit for more epochs (see kit.callbacks.lr_range_test.epochs_needed) or lower num_it.",
+                "Run fit for more epochs (see kit.training.callbacks.lr_range_test.epochs_needed) or lower num_it.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -210,7 +210,7 @@ class LRRangeTest(keras.callbacks.Callback):
         return lrs[start : n - end], smoothed[start : n - end]
 
     def suggestion(self, method: str = "valley", n_skip: int | None = None, n_skip_end: int | None = None) -> float:
-        """A learning rate from the recorded curve (see `kit.schedules.suggest_lr`).
+        """A learning rate from the recorded curve (see `kit.training.schedules.suggest_lr`).
 
         Args:
             method: String. "valley" (default), "steepest" or "min_div10".

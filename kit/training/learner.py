@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,21 +16,29 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from kit.callbacks.lr_range_test import LRRangeTest
-from kit.callbacks.progress import EpochTable
-from kit.callbacks.sgdr import SGDR
+from kit.training.callbacks.divergence import DivergenceGuard
+from kit.training.callbacks.lr_range_test import LRRangeTest
+from kit.training.callbacks.progress import EpochTable
+from kit.training.callbacks.sgdr import SGDR
 from kit.data.cache import files_key
 from kit.data.dataset import Batches, ImageClassifierData
+from kit.data.images import decode_files
+from kit.io import atomic_path
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
-from kit.device import configure as configure_precision
-from kit.models import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
-from kit.optimizers import group_multipliers, make_optimizer, set_learning_rate
-from kit.schedules import sgdr_total_epochs
+from kit.training.compilation_cache import enable_compilation_cache
+from kit.training.device import configure as configure_precision
+from kit.training.distribute import Placement, check_batch_size, on_devices
+from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
+from kit.training.optimizers import group_multipliers, make_optimizer, set_learning_rate
+from kit.training.schedules import sgdr_total_epochs
+from kit.training.weights import save_weights
 
 # lr_find: at least this many points for a readable curve, at most this many batches of time.
 LR_FIND_MIN_IT, LR_FIND_MAX_IT = 20, 200
 # TTA's augmentations when training used none: the lesson's side-on flips and a mild zoom.
 DEFAULT_TTA_TFMS = (RandomFlip(), RandomZoom(1.1))
+# predict_files decodes this many files at a time: bounded memory (37 MB at 224 px) on any folder.
+PREDICT_CHUNK = 256
 
 
 def _loss():
@@ -52,17 +61,17 @@ class ConvLearner:
         self.opt, self.momentum = opt, momentum
         sz = data.sz
         self.backbone = body.layers[-1]
-        self.augment = data.trn_tfms.augmentation()
+        # One fused, jit-compilable layer (uint8 in, uint8 out). Without training augmentations it is
+        # the TTA default, inactive in training: TTA then runs through the same compiled predict.
+        self.augment = data.trn_tfms.augmentation() or Transforms(sz, DEFAULT_TTA_TFMS).augmentation("tta_augment", in_training=False)
         img = keras.Input((sz, sz, 3), dtype="uint8", name="image")
         pooled = ConcatPool(name="concat_pool")(body(img))
         self.features_model = keras.Model(img, pooled, name="features")
-        x = img
-        if self.augment is not None:
-            # Augment in float, then back to the uint8 the body's input expects.
-            x = keras.layers.Lambda(lambda t: keras.ops.cast(keras.ops.clip(t, 0, 255), "uint8"), name="to_uint8")(
-                self.augment(keras.ops.cast(img, "float32"))
-            )
-        self.model = keras.Model(img, head(ConcatPool(name="pool")(body(x))), name=f"{arch.name}_learner")
+        self.model = keras.Model(img, head(ConcatPool(name="pool")(body(self.augment(img)))), name=f"{arch.name}_learner")
+        # None: XLA on JAX and TensorFlow (Keras' "auto" turns it off on a CPU-only TensorFlow), eager
+        # on torch (torch.compile takes minutes and a C++ toolchain). Keras falls back, with a
+        # warning, when a user's layer does not support XLA.
+        self.jit_compile: bool | None = None
         early, late = split_body_layers(self.backbone, arch.split_at)
         self.layer_groups: list[list[keras.layers.Layer]] = [early, late, list(head.layers)]
         self.train_bn = False
@@ -88,6 +97,8 @@ class ConvLearner:
         opt: str = "sgd",
         momentum: float = 0.9,
         mixed_precision: str | bool | None = "auto",
+        compilation_cache: bool | str | Path | None = None,
+        devices: str | int | Sequence[str] | None = "auto",
     ) -> "ConvLearner":
         """A learner with a pretrained body (frozen) and a new head for `data.c` classes.
 
@@ -102,13 +113,25 @@ class ConvLearner:
             opt: str. "sgd" (momentum 0.9, as the lesson), "adam" or "adamw".
             mixed_precision: "auto" (bf16 on GPUs that have it, float32 elsewhere), True, False,
                 or a Keras dtype policy name. Set before the models are built.
+            compilation_cache: True, False, a folder, or None ($KIT_COMPILATION_CACHE decides): JAX's
+                persistent compilation cache, so a second run loads its compiled steps from disk.
+            devices: "auto" (every accelerator; one device on a CPU-only machine), an int (the first
+                N) or a list of device names: data-parallel training (`kit.training.distribute`).
+                `data.bs` stays the global batch and must be a multiple of the device count.
         """
-        configure_precision(mixed_precision)
+        policy = configure_precision(mixed_precision)
+        enable_compilation_cache(compilation_cache)
+        placement = Placement.create(devices)
+        check_batch_size(data.bs, placement.n)
         arch = get_arch(arch)
-        body = build_body(arch, data.sz, weights)
-        n_features = 2 * int(body.output.shape[-1])
-        head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
-        learn = cls(data, arch, body, head, precompute=False, opt=opt, momentum=momentum)
+        # Variables made in the scope are replicated (JAX) or mirrored (TensorFlow) on every device.
+        with placement.scope():
+            body = build_body(arch, data.sz, weights)
+            n_features = 2 * int(body.output.shape[-1])
+            head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
+            learn = cls(data, arch, body, head, precompute=False, opt=opt, momentum=momentum)
+            placement.prepare_model(learn.model)
+        learn.placement, learn.mixed_precision = placement, policy
         learn.weights_source = str(weights)
         learn.precompute = precompute
         return learn
@@ -149,6 +172,7 @@ class ConvLearner:
         return self._precompute
 
     @precompute.setter
+    @on_devices
     def precompute(self, value: bool) -> None:
         if value and self._frozen_to < len(self.layer_groups) - 1:
             raise ValueError("precompute=True needs a frozen body: call learn.freeze() first.")
@@ -183,16 +207,19 @@ class ConvLearner:
             out = np.asarray(keras.ops.convert_to_numpy(self._features_step(batches[b][0])), dtype=np.float32)
             feats[i : i + len(out)] = out
             i += len(out)
-        self.data.tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        with atomic_path(path, need=feats.nbytes, what=f"the activations {path.name}") as tmp:
+            np.save(tmp, feats)
         return feats
 
     def _features_step(self, xb: np.ndarray):
         # predict_on_batch runs the compiled (traced / jitted) predict step; a plain call would run
         # the body eagerly on TensorFlow, batch after batch: 3x slower than an epoch through it.
-        return self.features_model.predict_on_batch(xb)
+        # A short last batch is padded to the batch size: one shape, one compilation.
+        n, short = len(xb), self.data.bs - len(xb)
+        if short > 0:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], short, axis=0)])
+        predict_on_batch = (getattr(self, "placement", None) or Placement.single()).predict_on_batch
+        return keras.ops.convert_to_numpy(predict_on_batch(self.features_model, xb))[:n]
 
     # ----------------------------------------------------------------------------- training
     def _lrs(self, lrs: float | Sequence[float]) -> np.ndarray:
@@ -216,7 +243,8 @@ class ConvLearner:
             base, mult = group_multipliers(groups, lrs.tolist())
         # model.compile throws the traced (TensorFlow) or XLA-compiled (JAX) train step away: seconds
         # on every fit. When only the base rate differs, keep the step and restart the optimizer.
-        key = (self.opt, self.momentum, tuple(sorted((mult or {}).items())), tuple(v.path for v in model.trainable_variables))
+        jit = self.jit_compile if self.jit_compile is not None else keras.backend.backend() != "torch"
+        key = (self.opt, self.momentum, jit, tuple(sorted((mult or {}).items())), tuple(v.path for v in model.trainable_variables))
         done = self._compiled.get(id(model))
         if done is not None and done[0] == key and model.optimizer is not None:
             for var, value in zip(model.optimizer.variables, done[1]):
@@ -224,20 +252,37 @@ class ConvLearner:
             set_learning_rate(model, base)
             return model
         opt = make_optimizer(self.opt, learning_rate=base, lr_multipliers=mult, momentum=self.momentum)
-        model.compile(optimizer=opt, loss=_loss(), metrics=["accuracy"])
+        model.compile(optimizer=opt, loss=_loss(), metrics=["accuracy"], jit_compile=jit)
         opt.build(model.trainable_variables)
         self._compiled[id(model)] = (key, [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables])
         return model
 
     def _fit_data(self) -> tuple[dict, int]:
-        """Keyword arguments for model.fit (data and validation) and the steps per epoch."""
-        bs = self.data.bs
+        """Keyword arguments for model.fit (the training batches, all of one shape) and the steps per epoch."""
         if self.precompute:
-            x, y = self._act["train"], self.data.trn_y
-            return dict(x=x, y=y, batch_size=bs, shuffle=True, validation_data=(self._act["valid"], self.data.val_y)), math.ceil(len(x) / bs)
-        trn = self.data.batches("train", shuffle=True, seed=self._epochs_done)
-        return dict(x=trn, validation_data=self.data.batches("valid")), len(trn)
+            trn = Batches(self._act["train"], self.data.trn_y, self.data.bs, shuffle=True, seed=self._epochs_done, fixed=True)
+        else:
+            trn = self.data.batches("train", shuffle=True, seed=self._epochs_done, fixed=True)
+        return dict(x=trn), len(trn)
 
+    def _predict_split(self, split: str) -> np.ndarray:
+        """Log-probabilities of a split through the compiled predict function, batches of one shape."""
+        if self.precompute:
+            return self._predict(self.head, Batches(self._act[split], None, self.data.bs, fixed=True))
+        s = self.data.split(split)
+        return self._predict(self.model, Batches(s.images, None, self.data.bs, rows=s.rows, fixed=True))
+
+    @staticmethod
+    def _predict(model: keras.Model, batches: Batches) -> np.ndarray:
+        return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)[: batches.n]
+
+    def _validate(self, logs: dict) -> None:
+        """val_loss and accuracy through the predict function: no second compiled (test) step."""
+        log_preds, y = self._predict_split("valid"), self.data.val_y
+        logs["val_loss"] = float(-np.mean(log_preds[np.arange(len(y)), y]))
+        logs["val_accuracy"] = float(np.mean(log_preds.argmax(1) == y))
+
+    @on_devices
     def fit(
         self,
         lrs: float | Sequence[float],
@@ -248,8 +293,12 @@ class ConvLearner:
         cycle_save_name: str | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
         verbose: bool = True,
+        initial_epoch: int = 0,
     ) -> list[float]:
         """Trains, printing `epoch trn_loss val_loss accuracy`; returns [val_loss, accuracy].
+
+        Stops at the first NaN or infinite batch loss, restores the weights of that epoch's start and
+        raises `DivergedError` (a FloatingPointError) naming the epoch, the rate and what to try.
 
         Example:
             learn.fit(1e-2, 3)                                     # 3 epochs at a constant rate
@@ -265,6 +314,9 @@ class ConvLearner:
             cycle_save_name: str. Save the weights at the end of each cycle as models/<name>_cycle<i>.
             callbacks: extra Keras callbacks.
             verbose: bool. Print the table and progress bars.
+            initial_epoch: int. Continue this fit after that many of its epochs (`kit train --resume`,
+                with the learner's state restored as it was when they ended): the SGDR schedule and
+                the shuffling carry on exactly where they were.
         """
         if not isinstance(n_cycle, int) or n_cycle < 1:
             raise ValueError(f"n_cycle must be a positive integer. Received n_cycle={n_cycle!r}.")
@@ -273,26 +325,37 @@ class ConvLearner:
         if not isinstance(cycle_mult, int) or cycle_mult < 1:
             raise ValueError(f"cycle_mult must be a positive integer. Received cycle_mult={cycle_mult!r}.")
         lrs = self._lrs(lrs)
+        epochs = n_cycle if cycle_len is None else sgdr_total_epochs(n_cycle, cycle_len, cycle_mult)
+        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+            raise ValueError(f"initial_epoch must be an integer in [0, {epochs}) for {epochs} epochs. Received initial_epoch={initial_epoch!r}.")
         model = self._compile(lrs)
         fit_kw, steps = self._fit_data()
-        cbs: list[keras.callbacks.Callback] = []
-        if cycle_len is None:
-            epochs = n_cycle
-        else:
-            epochs = sgdr_total_epochs(n_cycle, cycle_len, cycle_mult)
+        for _ in range(initial_epoch):
+            fit_kw["x"].on_epoch_end()  # the order the skipped epochs would have left behind
+        # First, so the table, checkpoints and History read its val_loss and val_accuracy.
+        cbs: list[keras.callbacks.Callback] = [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._validate(logs))]
+        # Before the schedule, checkpoints and the table: it restores the weights of a diverged epoch.
+        guard = DivergenceGuard(epoch_offset=self._epochs_done, raise_error=False)
+        cbs.append(guard)
+        if cycle_len is not None:
             cbs.append(SGDR(base_lr=float(lrs.max()), steps_per_epoch=steps, cycle_len=cycle_len, cycle_mult=cycle_mult,
                             cycle_save_name=str(self._model_path(cycle_save_name)) if cycle_save_name else None))
         if best_save_name:
             self.data.models_dir.mkdir(parents=True, exist_ok=True)
             cbs.append(keras.callbacks.ModelCheckpoint(str(self._model_path(best_save_name)), monitor="val_loss", save_best_only=True, save_weights_only=True))
-        table = EpochTable(start_epoch=self._epochs_done, show=verbose)
+        table = EpochTable(start_epoch=self._epochs_done, show=verbose, title=self.device_line)
         cbs.append(table)
-        model.fit(epochs=epochs, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw)
+        model.fit(epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw)
+        if guard.error is not None:
+            self.history += [r for r in table.rows if r["epoch"] < guard.error.epoch]
+            self._epochs_done = guard.error.epoch
+            raise guard.error
         self._epochs_done += epochs
         self.history += table.rows
         last = table.rows[-1]
         return [last["val_loss"], last["accuracy"]]
 
+    @on_devices
     def lr_find(self, start_lr: float = 1e-5, end_lr: float = 10.0, num_it: int | None = None, linear: bool = False, lrs: Sequence[float] | None = None) -> float:
         """Runs the learning-rate range test (Smith 2015) and returns the suggested rate.
 
@@ -311,28 +374,63 @@ class ConvLearner:
         sched = LRRangeTest(start_lr=start_lr, end_lr=end_lr, num_it=num_it, linear=linear)
         ratios = self._lrs(lrs) / max(self._lrs(lrs)) if lrs is not None else np.ones(1)
         model = self._compile(ratios * start_lr)
-        fit_kw.pop("validation_data", None)
         model.fit(epochs=math.ceil(num_it / steps), callbacks=[sched], verbose=0, **fit_kw)
         self.sched = sched
         return sched.suggestion()
 
     # ----------------------------------------------------------------------------- prediction
-    def _batches(self, is_test: bool) -> Batches:
-        return self.data.batches("test" if is_test else "valid")
-
+    @on_devices
     def predict(self, is_test: bool = False) -> np.ndarray:
         """Log-probabilities (N, c) of the validation (or test) set, in file order."""
         split = "test" if is_test else "valid"
         if is_test and self.data.test_ds is None:
             raise ValueError("predict(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test').")
-        if self.precompute:
-            return np.asarray(self.head.predict(self._act[split], batch_size=self.data.bs, verbose=0), dtype=np.float32)
-        return np.asarray(self.model.predict(self._batches(is_test), verbose=0), dtype=np.float32)
+        return self._predict_split(split)
 
+    @on_devices
     def predict_array(self, x: np.ndarray) -> np.ndarray:
-        """Log-probabilities of a batch of uint8 images (n, sz, sz, 3)."""
-        return np.asarray(keras.ops.convert_to_numpy(self.model(np.asarray(x, dtype=np.uint8), training=False)), dtype=np.float32)
+        """Log-probabilities of a batch of uint8 images (n, sz, sz, 3), through the compiled predict."""
+        return self._predict(self.model, Batches(np.asarray(x, dtype=np.uint8), None, self.data.bs, fixed=True))
 
+    @on_devices
+    def predict_files(self, paths: Sequence[str | os.PathLike], bs: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Log-probabilities of image files, in the order given, and a mask of the files that could be read.
+
+        Each file is decoded as in training (shorter side to `sz`, centre crop), PREDICT_CHUNK files
+        at a time, so any number of files fits in memory. Files that cannot be read (missing,
+        corrupt, truncated, not an image) are named in one warning and skipped: their rows are NaN
+        (so a careless argmax cannot pass for a prediction) and `ok` is False there.
+
+        Example:
+            log_probs, ok = learn.predict_files(["cat.jpg", "dog.png"])
+            probs = np.exp(log_probs[ok]); classes = [data.classes[i] for i in probs.argmax(1)]
+
+        Args:
+            paths: list of str or Path. The image files.
+            bs: int or None. Batch size (default: the data's).
+            progress: bool. Show a progress bar over the chunks.
+
+        Returns:
+            (log_probs, ok): float32 (N, c), NaN rows for skipped files; bool (N,).
+        """
+        paths = [Path(p) for p in paths]
+        log_probs = np.full((len(paths), self.data.c), np.nan, dtype=np.float32)
+        ok = np.zeros(len(paths), dtype=bool)
+        errors: list[str] = []
+        starts = range(0, len(paths), PREDICT_CHUNK)
+        for start in tqdm(starts, desc="predict", unit="chunk", leave=False, disable=not progress or len(starts) < 2):
+            images, good, errs = decode_files(paths[start : start + PREDICT_CHUNK], self.data.sz, workers=self.data.num_workers)
+            errors += errs
+            idx = start + np.flatnonzero(good)
+            if len(idx):
+                log_probs[idx] = self._predict(self.model, Batches(images, None, bs or self.data.bs, rows=np.flatnonzero(good), fixed=True))
+                ok[idx] = True
+        if errors:
+            listing = "\n  ".join(errors)
+            warnings.warn(f"Skipped {len(errors)} of {len(paths)} files that could not be read as images:\n  {listing}", stacklevel=2)
+        return log_probs, ok
+
+    @on_devices
     def TTA(self, n_aug: int = 4, is_test: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Test-time augmentation: (log_preds of shape (1 + n_aug, N, c), labels or None for test).
 
@@ -343,36 +441,32 @@ class ConvLearner:
             raise ValueError(f"n_aug must be a non-negative integer. Received n_aug={n_aug!r}.")
         if is_test and self.data.test_ds is None:
             raise ValueError("TTA(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test').")
-        aug = self.augment or Transforms(self.data.sz, DEFAULT_TTA_TFMS).augmentation("tta_augment")
-        batches = self._batches(is_test)
-        plain = np.asarray(self.model.predict(batches, verbose=0), dtype=np.float32)
-        passes = [plain]
-        for _ in tqdm(range(n_aug), desc="TTA", leave=False, disable=n_aug == 0):
-            outs = []
-            for b in range(len(batches)):
-                xb = batches[b][0]
-                xa = keras.ops.convert_to_numpy(aug(keras.ops.cast(xb, "float32"), training=True))
-                outs.append(self.predict_array(np.clip(np.rint(xa), 0, 255).astype(np.uint8)))
-            passes.append(np.concatenate(outs))
+        split = "test" if is_test else "valid"
+        passes = [self._predict_split(split)]
+        # The augmentation layer inside the model, switched on: the same compiled predict function.
+        with self.augment.at_inference():
+            for _ in tqdm(range(n_aug), desc="TTA", leave=False, disable=n_aug == 0):
+                s = self.data.split(split)
+                passes.append(self._predict(self.model, Batches(s.images, None, self.data.bs, rows=s.rows, fixed=True)))
         y = None if is_test else self.data.val_y
         return np.stack(passes), y
 
     # ----------------------------------------------------------------------------- persistence
-    def _model_path(self, name: str) -> Path:
+    def _model_path(self, name: str | os.PathLike) -> Path:
+        # A bare name lives in PATH/models/; a path (absolute, or with a folder) is used as it is.
         name = str(name)
         if not name.endswith(".weights.h5"):
             name += ".weights.h5"
-        return self.data.models_dir / name
+        return Path(name) if os.sep in name else self.data.models_dir / name
 
-    def save(self, name: str) -> Path:
-        """Saves all weights to `path/models/<name>.weights.h5` (atomically)."""
-        path = self._model_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{os.getpid()}.{path.name}")
-        self.model.save_weights(str(tmp))
-        os.replace(tmp, path)
-        return path
+    @on_devices
+    def save(self, name: str | os.PathLike) -> Path:
+        """Saves all weights to `PATH/models/<name>.weights.h5` (or to a path), atomically."""
+        # Built in memory, then written with ordinary file I/O: a full disk is an OSError naming the
+        # folder, never a crash inside HDF5; NaN weights are refused (kit.training.weights).
+        return save_weights(self.model, self._model_path(name))
 
+    @on_devices
     def load(self, name: str) -> None:
         """Loads weights saved by `save(name)`; cached activations are recomputed if the body changed."""
         path = self._model_path(name)
@@ -383,12 +477,20 @@ class ConvLearner:
         if self.precompute:
             self.precompute = True
 
+    @property
+    def device_line(self) -> str:
+        """Where the learner trains, as the epoch table's first line: "2 × Tesla T4, jax, mixed_float16"."""
+        placement = getattr(self, "placement", None) or Placement.single()
+        return placement.describe(getattr(self, "mixed_precision", None) or keras.config.dtype_policy().name)
+
     # ----------------------------------------------------------------------------- analysis
     def interpret(self, tta: bool = False):
         """An `Interpretation` of the validation predictions (the lesson's plots and selections)."""
-        from kit.analysis import Interpretation
+        from kit import lesson
+        from kit.analysis.interpretation import Interpretation
 
-        return Interpretation.from_learner(self, tta=tta)
+        # The lesson's bare functions (most_by_correct, plot_val_with_title, ...) act on this one.
+        return lesson.use(Interpretation.from_learner(self, tta=tta))
 
     def __repr__(self) -> str:
         return f"ConvLearner({self.arch.name}, classes={self.data.c}, sz={self.data.sz}, precompute={self.precompute}, frozen_to={self._frozen_to})"

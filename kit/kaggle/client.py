@@ -38,13 +38,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kit.kaggle.competition import KAGGLE_URL, is_slug
+
 SETTINGS_URL = "https://www.kaggle.com/settings/api"
-COMPETITION_URL = "https://www.kaggle.com/competitions/{slug}"
-RULES_URL = "https://www.kaggle.com/competitions/{slug}/rules"
+COMPETITION_URL = KAGGLE_URL
+RULES_URL = KAGGLE_URL + "/rules"
 # The official client's resume marker beside a partial download (kaggle 2.x).
 PARTIAL_SUFFIX = ".kaggle-partial"
-# Kaggle slugs are letters, digits, '-' and '_' (a few old competitions use capitals).
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # How many pages of the file listing to follow before assuming the server loops.
 _MAX_PAGES = 10_000
 
@@ -368,7 +368,7 @@ def _translating(doing: str, slug: str | None = None, folder: Path | None = None
 
 
 def _check_slug(slug: Any, caller: str) -> None:
-    if not isinstance(slug, str) or not _SLUG.match(slug):
+    if not is_slug(slug):
         raise ValueError(
             f"{caller}() needs the competition's slug as in its URL (letters, digits, '-', '_'), "
             f"e.g. 'dogs-vs-cats-redux-kernels-edition'. Received slug={slug!r}."

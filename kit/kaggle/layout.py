@@ -36,7 +36,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from kit.competition import Competition, get_competition, is_image_name
+from kit.env import kaggle_input_root
+from kit.io import atomic_write
+from kit.data.images import is_image_name
+from kit.kaggle.competition import Competition, get_competition
 
 LAYOUT_FILE = "layout.json"
 # Bumped when the layout's meaning changes, so an old layout is not silently reused.
@@ -46,10 +49,6 @@ DEFAULT_SAMPLE = (200, 100)
 DEFAULT_SEED = 42
 SPLIT_DIRS = ("train", "valid", "sample", "test")
 WORK_DIRS = ("models", "tmp")
-KAGGLE_INPUT_ENV = "KIT_KAGGLE_INPUT"
-KAGGLE_WORKING_ENV = "KIT_KAGGLE_WORKING"
-KAGGLE_INPUT = "/kaggle/input"
-KAGGLE_WORKING = "/kaggle/working"
 
 
 class UnsafeZipError(ValueError):
@@ -324,15 +323,7 @@ def read_layout(root: str | os.PathLike) -> dict | None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _labelled(comp: Competition, source: _Source) -> tuple[list[str], list, list[str]]:
@@ -548,17 +539,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kaggle notebooks.
-
-
-def in_kaggle_notebook() -> bool:
-    """Whether this runs in a Kaggle notebook (Kaggle sets KAGGLE_KERNEL_RUN_TYPE there)."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
-
-
-def kaggle_input_root() -> Path:
-    """Where Kaggle mounts a notebook's inputs: /kaggle/input, or $KIT_KAGGLE_INPUT (for tests)."""
-    return Path(os.environ.get(KAGGLE_INPUT_ENV) or KAGGLE_INPUT)
+# Kaggle notebooks: a competition's mounted input.
 
 
 def kaggle_input_dir(slug: Competition | str, root: str | os.PathLike | None = None) -> Path | None:
@@ -590,10 +571,3 @@ def kaggle_input_dir(slug: Competition | str, root: str | os.PathLike | None = N
     candidates = (folder / train, folder / (train[:-4] if train.lower().endswith(".zip") else train),
                   folder / f"{comp.slug}.zip")
     return folder if any(p.exists() for p in candidates) else None
-
-
-def default_data_dir() -> Path:
-    """/kaggle/working/data in a Kaggle notebook (the only writable place there), else ./data."""
-    if in_kaggle_notebook():
-        return Path(os.environ.get(KAGGLE_WORKING_ENV) or KAGGLE_WORKING) / "data"
-    return Path("data")

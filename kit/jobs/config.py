@@ -16,6 +16,8 @@ from typing import Any
 class TrainConfig:
     competition: str = "dogs-vs-cats-redux-kernels-edition"
     data_dir: str | None = None       # None: /kaggle/working/data in a Kaggle notebook, else ./data
+    folder: str | None = None         # any class-folder tree (train/<class>/, valid/<class>/, test/): used instead of the competition
+    work_dir: str | None = None       # caches and runs of `folder`; None: the folder when writable, else the kit's user cache
     arch: str = "resnet50"            # Keras has no ResNet34, the lesson's arch; 50 is the nearest
     weights: str = "imagenet"         # "imagenet", "none", or a weights file
     size: int = 224                   # the lesson's sz: what ImageNet models were trained at

@@ -25,14 +25,14 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from kit.analysis import Interpretation
+from kit.analysis.interpretation import Interpretation
+from kit.io import atomic_write
 
 __all__ = ["write_report", "REPORT_NAME"]
 
@@ -94,22 +94,10 @@ code, pre { font-size: 0.9em; }
 """
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_figure(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _slug(name: str) -> str:
@@ -236,7 +224,7 @@ def write_report(
     if lr_src is not None:
         dest = run_dir / f"lr_finder{lr_src.suffix.lower() or '.png'}"
         if not (dest.exists() and dest.samefile(lr_src)):
-            _atomic_write_bytes(dest, lr_src.read_bytes())
+            atomic_write(dest, lr_src.read_bytes())
         sections["Learning rate finder"].append((dest.name, "Loss against learning rate (LR range test)"))
 
     for is_correct, word in ((True, "Correctly"), (False, "Incorrectly")):
@@ -255,7 +243,7 @@ def write_report(
     save(interp.plot_top_losses(max(n, 9)), "top_losses.png", "Top losses")
 
     metrics = interp.metrics()
-    _atomic_write_bytes(
+    atomic_write(
         run_dir / "metrics.json",
         json.dumps({**metrics, "classes": interp.classes, "per_class": interp.per_class(),
                     "confusion_matrix": interp.confusion_matrix().astype(int).tolist()},
@@ -315,5 +303,5 @@ def write_report(
     parts += [f"<script>{_STATUS_SCRIPT}</script>", "</body></html>"]
 
     report = run_dir / REPORT_NAME
-    _atomic_write_bytes(report, "\n".join(parts).encode("utf-8"))
+    atomic_write(report, "\n".join(parts).encode("utf-8"))
     return report

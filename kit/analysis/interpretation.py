@@ -12,9 +12,8 @@ plot_val_with_title(most_by_correct(0, False), "Most incorrect cats")
 interp.plot_confusion_matrix(normalize=True).savefig("cm.png")
 ```
 
-The module-level functions (`rand_by_correct`, `most_by_correct`, `most_uncertain`,
-`plot_val_with_title`, ...) act on the most recently created Interpretation, so the lesson's cells
-run as written.
+The lesson's bare functions (`most_by_correct(...)`, `plot_val_with_title(...)`) live in `kit.lesson`
+and act on the Interpretation that `learn.interpret()` made last; this module keeps no global state.
 """
 from __future__ import annotations
 
@@ -26,17 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-__all__ = [
-    "Interpretation",
-    "current_interpretation",
-    "rand_by_correct",
-    "most_by_correct",
-    "most_uncertain",
-    "top_losses",
-    "plot_val_with_title",
-    "plot_confusion_matrix",
-    "plot_top_losses",
-]
+__all__ = ["Interpretation"]
 
 # Rows of `probs` come from a softmax (or an average of several); a float32 softmax over 1000
 # classes sums to 1 within ~1e-5, so anything further off is not a probability distribution.
@@ -47,10 +36,6 @@ LOSS_EPS = float(np.finfo(np.float64).eps)
 # report with hundreds of tiles slow and heavy.
 THUMB_MAX_SIDE = 256
 TILE_INCHES = 3.0
-
-# Set by every new Interpretation, so that the lesson's bare function calls find their data.
-_CURRENT: "Interpretation | None" = None
-
 
 def _check_count(name: str, n: Any, allow_none: bool = False) -> int | None:
     if n is None and allow_none:
@@ -141,7 +126,6 @@ class Interpretation:
         classes: Sequence[str],
         root: str | Path | None = None,
     ) -> None:
-        global _CURRENT
         probs = _to_numpy(probs)
         y = _to_numpy(y)
         classes = [str(c) for c in classes]
@@ -186,7 +170,6 @@ class Interpretation:
         self.is_correct = self.preds == y
         # Cross-entropy of each image: what the model paid for it.
         self.losses = -np.log(np.clip(probs[np.arange(n), y], LOSS_EPS, 1.0))
-        _CURRENT = self
 
     @classmethod
     def from_learner(cls, learn: Any, tta: bool = False) -> "Interpretation":
@@ -481,51 +464,3 @@ class Interpretation:
                 ax.text(k, r, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center",
                         fontsize=9, color="white" if v > threshold else "black")
         return fig
-
-
-# -- the lesson's bare functions, on the most recent Interpretation --------------------------------
-
-
-def current_interpretation() -> Interpretation:
-    """The most recently created Interpretation; RuntimeError if there is none yet."""
-    if _CURRENT is None:
-        raise RuntimeError(
-            "There are no predictions to look at yet: call learn.interpret() "
-            "(or Interpretation.from_learner(learn)) first."
-        )
-    return _CURRENT
-
-
-def rand_by_correct(is_correct: bool, n: int = 4, seed: int | None = None) -> np.ndarray:
-    """`Interpretation.rand_by_correct` on the most recent Interpretation."""
-    return current_interpretation().rand_by_correct(is_correct, n=n, seed=seed)
-
-
-def most_by_correct(y: int | str, is_correct: bool, n: int = 4) -> np.ndarray:
-    """`Interpretation.most_by_correct` on the most recent Interpretation."""
-    return current_interpretation().most_by_correct(y, is_correct, n=n)
-
-
-def most_uncertain(n: int = 4) -> np.ndarray:
-    """`Interpretation.most_uncertain` on the most recent Interpretation."""
-    return current_interpretation().most_uncertain(n=n)
-
-
-def top_losses(n: int | None = None) -> np.ndarray:
-    """`Interpretation.top_losses` on the most recent Interpretation."""
-    return current_interpretation().top_losses(n=n)
-
-
-def plot_val_with_title(idxs: Sequence[int] | np.ndarray, title: str, **kwargs: Any) -> Figure:
-    """`Interpretation.plot_val_with_title` on the most recent Interpretation."""
-    return current_interpretation().plot_val_with_title(idxs, title, **kwargs)
-
-
-def plot_confusion_matrix(normalize: bool = False, **kwargs: Any) -> Figure:
-    """`Interpretation.plot_confusion_matrix` on the most recent Interpretation."""
-    return current_interpretation().plot_confusion_matrix(normalize=normalize, **kwargs)
-
-
-def plot_top_losses(n: int = 9, **kwargs: Any) -> Figure:
-    """`Interpretation.plot_top_losses` on the most recent Interpretation."""
-    return current_interpretation().plot_top_losses(n=n, **kwargs)

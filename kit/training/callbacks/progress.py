@@ -15,23 +15,37 @@ def format_row(epoch: int, trn_loss: float, val_loss: float | None, accuracy: fl
     return f"{epoch:>5}  {cell(trn_loss)}  {cell(val_loss)}  {cell(accuracy)}"
 
 
+def epoch_row(epoch: int, logs: dict) -> dict:
+    """One epoch's table row from Keras' epoch logs."""
+    return {
+        "epoch": epoch,
+        "trn_loss": float(logs["loss"]) if "loss" in logs else float("nan"),
+        "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
+        "accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+    }
+
+
 class EpochTable(keras.callbacks.Callback):
     """Prints the header once, a bar while an epoch runs, then the epoch's row; keeps `rows`.
 
     Args:
         start_epoch: int. Number shown for the first epoch (rows continue across `fit` calls).
         show: bool. Print at all (False keeps only `rows`).
+        title: str or None. A line printed above the header: where the epochs run
+            (e.g. "2 × Tesla T4, jax, mixed_float16").
     """
 
-    def __init__(self, start_epoch: int = 0, show: bool = True):
+    def __init__(self, start_epoch: int = 0, show: bool = True, title: str | None = None):
         super().__init__()
-        self.start_epoch, self.show = start_epoch, show
+        self.start_epoch, self.show, self.title = start_epoch, show, title
         self.rows: list[dict] = []
         self._bar = None
 
     def on_train_begin(self, logs=None):
         self.rows = []
         if self.show:
+            if self.title:
+                tqdm.write(self.title)
             tqdm.write(HEADER)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -45,13 +59,7 @@ class EpochTable(keras.callbacks.Callback):
                 self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        row = {
-            "epoch": self.start_epoch + epoch,
-            "trn_loss": float(logs["loss"]) if "loss" in logs else float("nan"),
-            "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
-            "accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
-        }
+        row = epoch_row(self.start_epoch + epoch, logs or {})
         self.rows.append(row)
         if self._bar is not None:
             self._bar.close()

@@ -1,6 +1,6 @@
 """Learning-rate maths as pure functions: SGDR, one-cycle, the LR range test.
 
-The callbacks in `kit.callbacks` only call these, so every number a schedule
+The callbacks in `kit.training.callbacks` only call these, so every number a schedule
 produces can be checked here without a model.
 
 References:

@@ -5,18 +5,18 @@ import warnings
 
 import keras
 
-from kit.callbacks.sgdr import steps_per_epoch_of
-from kit.optimizers import set_learning_rate, set_momentum
-from kit.schedules import _check_int, one_cycle_lr, one_cycle_momentum
+from kit.training.callbacks.sgdr import steps_per_epoch_of
+from kit.training.optimizers import set_learning_rate, set_momentum
+from kit.training.schedules import _check_int, one_cycle_lr, one_cycle_momentum
 
 
 class OneCycle(keras.callbacks.Callback):
     """One cycle: the rate rises then falls, the momentum does the opposite.
 
-    The rate follows `kit.schedules.one_cycle_lr` (PyTorch's OneCycleLR with
+    The rate follows `kit.training.schedules.one_cycle_lr` (PyTorch's OneCycleLR with
     cosine annealing), set every batch. The momentum follows
     `one_cycle_momentum`; it can only change inside a compiled step for the
-    optimizers of `kit.optimizers.make_optimizer` (which keep SGD's momentum or
+    optimizers of `kit.training.optimizers.make_optimizer` (which keep SGD's momentum or
     Adam's `beta_1` in a variable). For other optimizers only the rate cycles,
     with a warning. After `total_steps` the rate stays at its final value.
 
@@ -73,7 +73,7 @@ class OneCycle(keras.callbacks.Callback):
         if self.cycle_momentum and not self._momentum_ok:
             warnings.warn(
                 f"OneCycle: {type(self.model.optimizer).__name__} keeps its momentum as a constant of the "
-                "compiled step, so only the learning rate cycles. Use kit.optimizers.make_optimizer "
+                "compiled step, so only the learning rate cycles. Use kit.training.optimizers.make_optimizer "
                 "(non-zero momentum) to cycle the momentum too, or pass cycle_momentum=False.",
                 RuntimeWarning,
                 stacklevel=2,

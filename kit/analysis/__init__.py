@@ -1,0 +1,1 @@
+"""Looking at the results: `Interpretation` (selections, metrics, plots) and `report.html`."""

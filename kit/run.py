@@ -1,0 +1,193 @@
+"""The run folder: the one place that knows what a training run leaves behind and how to read it.
+
+`kit train` writes one folder per run, `<root>/runs/<UTC time>-<arch>/`; `kit analyze`, `kit submit`
+and `kit predict` read it back through `RunFolder` only:
+
+| file | what |
+| --- | --- |
+| `config.json` | the resolved configuration (devices and precision included) |
+| `history.json` | the chosen rate and the epoch table (strict JSON: no NaN) |
+| `lr_find.png`, `lr_schedule.png` | the learning-rate range test, when it ran |
+| `model.weights.h5` | the final weights |
+| `predictions.npz` | `Predictions`: classes, validation files, labels and probabilities, test files and probabilities |
+| `checkpoint/` | the state at the end of the last finished epoch, for `kit train --resume` |
+| `DONE` | written last: the run finished cleanly |
+
+`<root>/runs/LATEST` names the newest run that finished cleanly; an unfinished run never becomes LATEST.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.io import atomic_path, atomic_write, atomic_write_json
+
+LATEST = "LATEST"
+RUNS = "runs"
+TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+class UnfinishedRunError(FileNotFoundError):
+    """A run folder whose training did not finish (interrupted, diverged, or still running)."""
+
+
+@dataclass
+class Predictions:
+    """The npz schema of `predictions.npz`: probabilities (N, c) in file order."""
+
+    classes: list[str]
+    val_files: list[str]
+    val_y: np.ndarray
+    val_probs: np.ndarray
+    test_files: list[str] | None = None
+    test_probs: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = dict(classes=np.array(self.classes), val_files=np.array(self.val_files),
+                   val_y=np.asarray(self.val_y), val_probs=np.asarray(self.val_probs))
+        if self.test_probs is not None:
+            out.update(test_files=np.array(self.test_files), test_probs=np.asarray(self.test_probs))
+        return out
+
+    @classmethod
+    def from_arrays(cls, z: Any) -> "Predictions":
+        has_test = "test_probs" in z
+        return cls(
+            classes=[str(c) for c in z["classes"]],
+            val_files=[str(f) for f in z["val_files"]],
+            val_y=np.asarray(z["val_y"]),
+            val_probs=np.asarray(z["val_probs"]),
+            test_files=[str(f) for f in z["test_files"]] if has_test else None,
+            test_probs=np.asarray(z["test_probs"]) if has_test else None,
+        )
+
+
+class RunFolder:
+    """One training run's folder. Build with `RunFolder.create(root, arch)`, `RunFolder.latest(root)`
+    or `RunFolder(path)`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- the files -------------------------------------------------------------------------------
+    config_file = property(lambda self: self.path / "config.json")
+    history_file = property(lambda self: self.path / "history.json")
+    weights_file = property(lambda self: self.path / "model.weights.h5")
+    predictions_file = property(lambda self: self.path / "predictions.npz")
+    lr_find_png = property(lambda self: self.path / "lr_find.png")
+    lr_schedule_png = property(lambda self: self.path / "lr_schedule.png")
+    checkpoint_dir = property(lambda self: self.path / "checkpoint")
+    done_file = property(lambda self: self.path / "DONE")
+
+    # -- creating and finding runs ---------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike, arch: str) -> "RunFolder":
+        """A new, empty run folder `<root>/runs/<UTC time>-<arch>/` (a suffix keeps names unique)."""
+        stamp = datetime.now(timezone.utc).strftime(TIME_FORMAT)
+        runs = Path(root) / RUNS
+        runs.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            path = runs / (f"{stamp}-{arch}" if i == 0 else f"{stamp}-{arch}-{i}")
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"Could not create a new run folder under {runs}.")
+
+    @staticmethod
+    def runs_dir(root: str | os.PathLike) -> Path:
+        return Path(root) / RUNS
+
+    @classmethod
+    def latest(cls, root: str | os.PathLike) -> "RunFolder":
+        """The newest run that finished cleanly, as named by `<root>/runs/LATEST`."""
+        marker = cls.runs_dir(root) / LATEST
+        if not marker.is_file():
+            raise FileNotFoundError(f"No finished training run under {marker.parent}: run `kit train` first.")
+        run = cls(marker.parent / marker.read_text().strip())
+        if not run.path.is_dir():
+            raise FileNotFoundError(f"{marker} names {run.path}, which does not exist: run `kit train` again.")
+        return run
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike, run: str | os.PathLike | None = None) -> "RunFolder":
+        """`run` (a path, or a run's name under `<root>/runs/`), else the latest finished run."""
+        if run is None:
+            return cls.latest(root)
+        p = Path(run)
+        if not p.is_dir() and (cls.runs_dir(root) / p).is_dir():
+            p = cls.runs_dir(root) / p
+        if not p.is_dir():
+            raise FileNotFoundError(f"No run folder {run}: give a folder under {cls.runs_dir(root)} or leave it out for the latest.")
+        return cls(p)
+
+    @classmethod
+    def newest_unfinished(cls, root: str | os.PathLike) -> "RunFolder | None":
+        """The most recent run with a checkpoint but no DONE marker (what `--resume` picks)."""
+        runs = cls.runs_dir(root)
+        if not runs.is_dir():
+            return None
+        cands = [cls(p) for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        cands = [r for r in cands if not r.finished and r.checkpoint_dir.is_dir()]
+        return max(cands, key=lambda r: r.name) if cands else None
+
+    def set_latest(self) -> None:
+        """Points `runs/LATEST` at this run; refuses a run that did not finish cleanly."""
+        if not self.finished:
+            raise UnfinishedRunError(f"{self.path} did not finish cleanly; LATEST still names the last good run.")
+        atomic_write(self.path.parent / LATEST, self.name)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.done_file.is_file()
+
+    def mark_finished(self) -> None:
+        atomic_write(self.done_file, datetime.now(timezone.utc).strftime(TIME_FORMAT) + "\n")
+
+    def require_finished(self) -> "RunFolder":
+        if not self.finished:
+            raise UnfinishedRunError(
+                f"{self.path} is an unfinished run (interrupted or diverged): skipping it. Resume it with "
+                f"`kit train --resume {self.name}`, or pass --run with a finished run."
+            )
+        return self
+
+    # -- reading and writing ---------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.config_file, config)
+
+    def read_config(self) -> dict:
+        return json.loads(self.config_file.read_text()) if self.config_file.is_file() else {}
+
+    def write_history(self, history: dict) -> None:
+        atomic_write_json(self.history_file, history)
+
+    def read_history(self) -> dict:
+        return json.loads(self.history_file.read_text()) if self.history_file.is_file() else {}
+
+    def write_predictions(self, preds: Predictions) -> Path:
+        arrays = preds.arrays()
+        with atomic_path(self.predictions_file, need=sum(a.nbytes for a in arrays.values())) as tmp:
+            np.savez(tmp, **arrays)
+        return self.predictions_file
+
+    def read_predictions(self) -> Predictions:
+        if not self.predictions_file.is_file():
+            raise FileNotFoundError(f"No predictions in {self.path}: the run did not finish; run `kit train` again.")
+        with np.load(self.predictions_file) as z:
+            return Predictions.from_arrays({k: z[k] for k in z.files})

@@ -1,0 +1,1 @@
+"""Training: the learner, per-group optimizers, pure schedules, thin callbacks, device and precision."""

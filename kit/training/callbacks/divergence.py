@@ -1,0 +1,95 @@
+"""Stop at the first non-finite loss, put the weights back as they were at the start of the epoch, raise."""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from kit.training.optimizers import get_learning_rate, sync_model_state
+
+
+class DivergedError(FloatingPointError):
+    """Training diverged: the loss became NaN or infinite. The weights were restored."""
+
+    def __init__(self, message: str, epoch: int, lr: float, loss: float):
+        super().__init__(message)
+        self.epoch, self.lr, self.loss = epoch, lr, loss
+
+
+def is_diverged(loss: float) -> bool:
+    """True when a loss is NaN or infinite."""
+    return not math.isfinite(float(loss))
+
+
+def divergence_message(epoch: int, lr: float, loss: float) -> str:
+    """The sentence a person reads: where, at which rate, what was done, what to try."""
+    what = "nan" if math.isnan(loss) else "infinite"
+    return (
+        f"training diverged at epoch {epoch} (lr {lr:g}): the loss became {what}; weights restored to the "
+        f"start of the epoch; try a rate 10x lower ({lr / 10:g}) or run lr_find"
+    )
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite batch loss and restores the weights of the epoch's start.
+
+    Keras' running mean `logs["loss"]` turns NaN or infinite at the first such batch, so that is the
+    batch that stops training. The weights and optimizer variables saved at the start of the epoch are
+    assigned back, and `error` holds a `DivergedError`; with `raise_error=True` (default) it is raised
+    at the end of `fit`.
+
+    Example:
+    >>> model.fit(x, y, epochs=3, callbacks=[DivergenceGuard()])   # DivergedError: training diverged at epoch 1 ...
+
+    Args:
+        epoch_offset: Integer. Added to Keras' epoch index in the message (epochs of earlier fits).
+        raise_error: Bool. Raise the `DivergedError` from `on_train_end`.
+    """
+
+    def __init__(self, epoch_offset: int = 0, raise_error: bool = True):
+        super().__init__()
+        self.epoch_offset, self.raise_error = int(epoch_offset), bool(raise_error)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.error: DivergedError | None = None
+        self._snapshot = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        opt = self.model.optimizer
+        self._snapshot = (
+            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.model.weights],
+            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in (opt.variables if opt is not None else [])],
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.error is not None or not logs or "loss" not in logs:
+            return
+        loss = float(np.asarray(keras.ops.convert_to_numpy(logs["loss"])))
+        if is_diverged(loss):
+            lr = get_learning_rate(self.model) if self.model.optimizer is not None else float("nan")
+            epoch = self.epoch_offset + self._epoch
+            self.error = DivergedError(divergence_message(epoch, lr, loss), epoch, lr, loss)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.error is not None and self._snapshot is not None:
+            # On JAX the epoch's state is synced by now; syncing again makes sure nothing stale
+            # overwrites the restore at the end of fit.
+            sync_model_state(self.model)
+            weights, opt_values = self._snapshot
+            for var, value in zip(self.model.weights, weights):
+                var.assign(value)
+            for var, value in zip(self.model.optimizer.variables, opt_values):
+                var.assign(value)
+            self._snapshot = None
+
+    def on_train_end(self, logs=None):
+        if self.error is not None and self.raise_error:
+            raise self.error
