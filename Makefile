@@ -9,7 +9,7 @@ BACKEND ?= tensorflow
 export KERAS_BACKEND ?= $(BACKEND)
 C_ARGS := -c $(COMPETITION) --data-dir $(DATA)
 
-.PHONY: venv test test-fast demo download train analyze submit bench wheel lesson clean
+.PHONY: venv test test-fast demo real download train analyze submit bench wheel lesson clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ test: venv
 
 demo: venv
 	$(PY) -m kit demo
+
+# The lesson's recipe on real photos: DATA= when given on the command line, else ../shared/dogscats.
+REAL_DATA := $(if $(filter command line,$(origin DATA)),$(DATA),../shared/dogscats)
+real: venv
+	$(PY) -m kit real --folder $(REAL_DATA) $(if $(QUICK),--quick,) $(REAL_ARGS)
 
 download: venv
 	$(PY) -m kit download $(C_ARGS) $(DOWNLOAD_ARGS)

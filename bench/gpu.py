@@ -1,21 +1,31 @@
-"""Issue 7's GPU figures in one command, one JSON line per figure (JAX backend; no TensorFlow needed).
+"""Issue 7's and 10's GPU figures in one command, one JSON line per figure as it is measured (JAX backend;
+no TensorFlow needed).
 
     python bench/gpu.py [--n 25000] [--test 12500] [--sz 224] [--bs 256] [--dir /tmp/kit-gpu-bench]
+    python bench/gpu.py --quick        # 4,000 images, no lesson: <= 3 minutes on an H100
     python bench/gpu.py --smoke        # everything tiny, on the CPU, in seconds (the test suite runs it)
+    python bench/gpu.py --limit unfrozen_epoch=120 --only keras,torch
 
-Figures, in order: machine, decode_bound (multi-process PIL), precompute (the kit's decode cache +
-body), head_epochs (from the activation cache), unfrozen_epoch (from the uint8 cache with augmentation)
-against synthetic_uint8 (the same compiled Keras model fed ready uint8 batches), torch_eager and
-torch_compile (a plain-PyTorch ResNet50: channels_last, bf16 autocast), lesson (precompute, lr_find,
-3 epochs, predict, TTA on valid, test predictions on n + test images). Every line carries "figure"
-and "device"; ratios are measured in this one run. A figure that cannot run says why in "skipped".
+Figures, in order: machine, photos, decode_bound (multi-process PIL), precompute (the kit's decode
+cache + body), head_epochs (from the activation cache), synthetic_uint8 (the same model without
+augmentation, fed ready uint8 batches), unfrozen_epoch (from the uint8 cache, always with the lesson's
+augmentation, transforms_side_on + max_zoom=1.1; vs_synthetic is the >= 0.9 target), torch_eager and
+torch_compile (a plain-PyTorch ResNet50: channels_last, bf16 autocast), compile_cache (JAX's persistent
+cache: a fresh process's first step, then a second process's), lesson (precompute, lr_find, 3 epochs,
+predict, TTA on valid, test predictions on n + test images). Every line carries "figure" and "device";
+ratios are measured in this one run. Each figure has its own time limit (LIMITS, --limit): over it,
+the figure prints {"timed_out": true} and the others still run. A figure that cannot run says why in
+"skipped".
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,7 +44,35 @@ import numpy as np  # noqa: E402
 from common import cores, cpu_model, decode_bound, make_lesson_folders, versions, warm_page_cache  # noqa: E402
 
 LR = 1e-2
+# Each figure's own time limit in seconds (default run / --quick), on one H100 or H200: the whole
+# bench fits in 7 minutes, --quick in 3. Over its limit a figure prints "timed_out"; the rest run.
+LIMITS = {"decode_bound": 30, "precompute": 60, "head_epochs": 20, "synthetic_uint8": 60, "unfrozen_epoch": 60,
+          "torch_eager": 30, "torch_compile": 120, "compile_cache": 60, "lesson": 90}
+QUICK_LIMITS = {"decode_bound": 10, "precompute": 30, "head_epochs": 10, "synthetic_uint8": 30, "unfrozen_epoch": 30,
+                "torch_eager": 15, "torch_compile": 60, "compile_cache": 45, "lesson": 60}
+GROUPS = {"bound": ["decode_bound"], "keras": ["precompute", "head_epochs", "synthetic_uint8", "unfrozen_epoch"],
+          "torch": ["torch_eager", "torch_compile"], "cache": ["compile_cache"], "lesson": ["lesson"]}
 _DEVICE = {"device": "?"}
+
+
+class FigureTimeout(Exception):
+    """A figure ran past its own time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raises FigureTimeout in the main thread after `seconds` (at the next Python bytecode: a long
+    XLA compile is interrupted when it returns)."""
+    def expire(signum, frame):
+        raise FigureTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def emit(figure: str, **fields) -> None:
@@ -111,26 +149,24 @@ def smoke_arch():
     return Arch("tiny", tiny_cnn, preprocess="tf", split_at="late")
 
 
-def _tfms(args, arch):
-    from kit.data import RandomFlip, tfms_from_model, transforms_side_on
+def _tfms(args, arch, augment: bool = True):
+    from kit.data import tfms_from_model, transforms_side_on
 
-    if args.smoke:
-        # XLA compiles rotation and zoom for minutes on a busy CPU; a flip proves the path as well.
-        return tfms_from_model(arch, args.sz, aug_tfms=[RandomFlip()])
+    # Always the lesson's augmentation: the fused layer compiles with the model on every backend.
+    if not augment:
+        return tfms_from_model(arch, args.sz)
     return tfms_from_model(arch, args.sz, aug_tfms=transforms_side_on, max_zoom=1.1)
 
 
-def keras_figures(args, root: Path, bound_ips: float) -> None:
+def fig_precompute(args, root: Path, ctx: dict) -> None:
     import keras
 
     from kit.data import ImageClassifierData
     from kit.training.learner import ConvLearner
 
     arch = smoke_arch() if args.smoke else args.arch
-    n_imgs = args.n
-    tfms = _tfms(args, arch)
     t0 = time.perf_counter()
-    data = ImageClassifierData.from_paths(root, tfms=tfms, bs=args.bs, progress=False)
+    data = ImageClassifierData.from_paths(root, tfms=_tfms(args, arch), bs=args.bs, progress=False)
     t_decode = time.perf_counter() - t0
     keras.utils.set_random_seed(0)
     learn = ConvLearner.pretrained(arch, data, precompute=False, weights=None)
@@ -138,29 +174,109 @@ def keras_figures(args, root: Path, bound_ips: float) -> None:
     learn.precompute = True
     t_body = time.perf_counter() - t0
     total = t_decode + t_body
-    emit("precompute", images=n_imgs, decode_s=_round(t_decode), body_s=_round(t_body), seconds=_round(total),
-         img_per_s=_round(n_imgs / total, 1), vs_decode_bound=_round((n_imgs / total) / bound_ips), target=">= 0.85")
+    ctx.update(arch=arch, data=data, learn=learn)
+    bound = ctx.get("bound_ips", float("nan"))
+    emit("precompute", images=args.n, decode_s=_round(t_decode), body_s=_round(t_body), seconds=_round(total),
+         img_per_s=_round(args.n / total, 1), vs_decode_bound=_round((args.n / total) / bound), target=">= 0.85")
 
+
+def fig_head_epochs(args, root: Path, ctx: dict) -> None:
+    if "learn" not in ctx:
+        emit("head_epochs", skipped="needs the precompute figure")
+        return
+    learn = ctx["learn"]
     timer = _timer()
     learn.fit(LR, args.head_epochs, callbacks=[timer], verbose=False)
     steady = timer.epoch_s[1:] or timer.epoch_s
     emit("head_epochs", epochs=args.head_epochs, first_epoch_s=_round(timer.epoch_s[0]),
-         epoch_s=_round(float(np.median(steady))), train_images=len(data.trn_ds))
+         epoch_s=_round(float(np.median(steady))), train_images=len(learn.data.trn_ds))
 
+
+def _unfrozen_learner(args, root: Path, augment: bool):
+    import keras
+
+    from kit.data import ImageClassifierData
+    from kit.training.learner import ConvLearner
+
+    arch = smoke_arch() if args.smoke else args.arch
+    data = ImageClassifierData.from_paths(root, tfms=_tfms(args, arch, augment), bs=args.bs, progress=False)
+    keras.utils.set_random_seed(0)
+    learn = ConvLearner.pretrained(arch, data, precompute=False, weights=None)
     learn.unfreeze()
+    return learn
+
+
+def fig_unfrozen_epoch(args, root: Path, ctx: dict) -> None:
+    """Two unfrozen epochs from the uint8 cache with the lesson's augmentation; the second is timed."""
+    learn = _unfrozen_learner(args, root, augment=True)
     timer = _timer()
     learn.fit(LR, 2, callbacks=[timer], verbose=False)
-    steps = math.ceil(len(data.trn_ds) / args.bs)
-    n_seen = steps * args.bs
-    kit_s = timer.train_s[-1]
-    # The same compiled model and optimizer, fed ready uint8 batches: what the model alone can do.
+    n = len(learn.data.trn_ds)
+    ips = n / timer.train_s[-1]
+    ctx["unfrozen_ips"] = ips
+    fields = dict(images=n, bs=args.bs, train_s=_round(timer.train_s[-1]), first_epoch_s=_round(timer.epoch_s[0]),
+                  img_per_s=_round(ips, 1), jit_compile=bool(learn.model.jit_compile),
+                  augmentation=[type(t).__name__ for t in learn.data.trn_tfms.aug_tfms])
+    if "synthetic_ips" in ctx:
+        fields.update(vs_synthetic=_round(ips / ctx["synthetic_ips"]), target=">= 0.9")
+    emit("unfrozen_epoch", **fields)
+
+
+def fig_synthetic_uint8(args, root: Path, ctx: dict) -> None:
+    """The same model without augmentation, fed ready uint8 batches: what the model alone can do."""
+    learn = _unfrozen_learner(args, root, augment=False)
+    steps = math.ceil(len(learn.data.trn_ds) / args.bs)
+    learn._compile(np.array([LR]))  # the learner's own compile (optimizer, XLA), as its fit uses it
     syn = _timer()
     learn.model.fit(_synthetic_batches(args.bs, args.sz, steps), epochs=2, callbacks=[syn], verbose=0)
-    syn_s = syn.train_s[-1]
-    emit("unfrozen_epoch", images=len(data.trn_ds), bs=args.bs, train_s=_round(kit_s), first_epoch_s=_round(timer.epoch_s[0]),
-         img_per_s=_round(len(data.trn_ds) / kit_s, 1), vs_synthetic=_round((len(data.trn_ds) / kit_s) / (n_seen / syn_s)),
-         target=">= 0.9", augmentation=[type(t).__name__ for t in tfms[0].aug_tfms])
-    emit("synthetic_uint8", images=n_seen, bs=args.bs, train_s=_round(syn_s), img_per_s=_round(n_seen / syn_s, 1))
+    n_seen = steps * args.bs
+    ips = n_seen / syn.train_s[-1]
+    ctx["synthetic_ips"] = ips
+    fields = dict(images=n_seen, bs=args.bs, train_s=_round(syn.train_s[-1]), img_per_s=_round(ips, 1))
+    if "unfrozen_ips" in ctx:
+        fields.update(unfrozen_vs_synthetic=_round(ctx["unfrozen_ips"] / ips), target=">= 0.9")
+    emit("synthetic_uint8", **fields)
+
+
+def compile_probe(args) -> None:
+    """One process's compile: a fresh learner's first unfrozen batch (for the compile_cache figure)."""
+    import keras
+
+    from kit.data import ImageClassifierData
+    from kit.training.device import default_jit_compile
+    from kit.training.learner import ConvLearner
+
+    arch = smoke_arch() if args.smoke else args.arch
+    root = Path(args.dir)
+    data = ImageClassifierData.from_paths(root, tfms=_tfms(args, arch), bs=args.bs, progress=False)
+    learn = ConvLearner.pretrained(arch, data, precompute=False, weights=None)
+    learn.unfreeze()
+    t0 = time.perf_counter()
+    learn.model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=default_jit_compile())  # as the learner does
+    learn.model.fit(_synthetic_batches(args.bs, args.sz, 1), epochs=1, verbose=0)
+    print(json.dumps({"first_step_s": time.perf_counter() - t0}), flush=True)
+
+
+def fig_compile_cache(args, root: Path, ctx: dict) -> None:
+    """JAX's persistent compilation cache: a first-step compile in a fresh process, then again from the cache."""
+    import subprocess
+
+    import keras
+
+    if keras.backend.backend() != "jax":
+        emit("compile_cache", skipped="only JAX has a persistent compilation cache through Keras")
+        return
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="kit-xla-cache-", dir=args.dir) as cache:
+        env = {**os.environ, "KIT_COMPILATION_CACHE": cache}
+        argv = [sys.executable, __file__, "--compile-probe", "--dir", str(root), "--sz", str(args.sz), "--bs", str(args.bs),
+                "--arch", args.arch, "--mixed-precision", args.mixed_precision] + (["--smoke"] if args.smoke else [])
+        for _ in range(2):
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1])["first_step_s"])
+        size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
+    emit("compile_cache", first_run_s=_round(runs[0]), second_run_s=_round(runs[1]), cache_mb=_round(size_mb, 1),
+         note="first step of a fresh process (compile + 1 batch), cache off in the main bench")
 
 
 def lesson_figure(args, root: Path) -> None:
@@ -232,12 +348,12 @@ def torch_resnet(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), num_classes: i
     return nn.Sequential(*layers)
 
 
-def torch_figures(args) -> None:
+def torch_figure(args, compiled: bool) -> None:
+    name = "torch_compile" if compiled else "torch_eager"
     try:
         import torch
     except ImportError:
-        emit("torch_eager", skipped="torch is not installed")
-        emit("torch_compile", skipped="torch is not installed")
+        emit(name, skipped="torch is not installed")
         return
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -298,17 +414,49 @@ def torch_figures(args) -> None:
                     infer_img_per_s=_round(infer_ips, 1), warmup_s=_round(warm_s), torch=torch.__version__,
                     channels_last=True, autocast="bfloat16")
 
-    emit("torch_eager", **run(False))
-    if args.smoke:
-        emit("torch_compile", skipped="torch.compile is skipped in --smoke (a C++ toolchain and a minute of compiling)")
+    if not compiled:
+        emit(name, **run(False))
+    elif args.smoke:
+        emit(name, skipped="torch.compile is skipped in --smoke (a C++ toolchain and a minute of compiling)")
     else:
         try:
-            emit("torch_compile", **run(True))
+            emit(name, **run(True))
+        except FigureTimeout:
+            raise
         except Exception as e:  # noqa: BLE001 -- a peer that cannot compile here is a note, not a crash
-            emit("torch_compile", skipped=f"{type(e).__name__}: {e}"[:500])
+            emit(name, skipped=f"{type(e).__name__}: {e}"[:500])
 
 
 # ------------------------------------------------------------------------------------ main
+def scaling_figure(args, root: Path) -> None:
+    """Issue 12: an unfrozen epoch on 1, 2, 4, ... N accelerators (bs per device fixed, so the global
+    batch is args.bs × n) and the scaling ratio, img/s on n devices ÷ (n × img/s on one). Target:
+    >= 0.9 on 2. On a machine with fewer than two accelerators it says so and skips."""
+    import keras
+
+    from kit.data import ImageClassifierData
+    from kit.training.distribute import list_devices
+    from kit.training.learner import ConvLearner
+
+    accelerators = [d for d in list_devices() if d.accelerator]
+    if len(accelerators) < 2:
+        emit("unfrozen_epoch_scaling", skipped=f"{len(accelerators)} accelerator(s) here: scaling needs 2 or more")
+        return
+    counts = sorted({2 ** k for k in range(len(accelerators).bit_length()) if 2 ** k <= len(accelerators)} | {len(accelerators)})
+    arch = smoke_arch() if args.smoke else args.arch
+    ips, line = {}, ""
+    for n in counts:
+        data = ImageClassifierData.from_paths(root, tfms=_tfms(args, arch), bs=args.bs * n, progress=False)
+        keras.utils.set_random_seed(0)
+        learn = ConvLearner.pretrained(arch, data, precompute=False, weights=None, devices=n)
+        learn.unfreeze()
+        timer = _timer()
+        learn.fit(LR, 2, callbacks=[timer], verbose=False)
+        ips[n], line = len(data.trn_ds) / timer.train_s[-1], learn.device_line
+    emit("unfrozen_epoch_scaling", devices=line, bs_per_device=args.bs, img_per_s={str(n): _round(v, 1) for n, v in ips.items()},
+         scaling={str(n): _round(ips[n] / (n * ips[1])) for n in counts}, target=">= 0.9 on 2")
+
+
 def parse(argv: list[str] | None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="everything tiny, on the CPU, in seconds")
@@ -324,11 +472,29 @@ def parse(argv: list[str] | None):
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
     ap.add_argument("--mixed-precision", default="auto", help="auto (bf16 where fast), bf16, fp16 or float32")
     ap.add_argument("--dir", default=None, help="where to write the photos (default: a temporary folder)")
-    ap.add_argument("--only", default=None, help="comma-separated figures: bound,keras,torch,lesson")
+    ap.add_argument("--only", default=None, help=f"comma-separated figures or groups: {','.join(GROUPS)} or any of {','.join(LIMITS)}")
+    ap.add_argument("--quick", action="store_true", help="fewer images and steps, no lesson: <= 3 minutes on a GPU")
+    ap.add_argument("--limit", action="append", default=[], metavar="FIGURE=SECONDS",
+                    help="a figure's own time limit (repeatable); over it the figure prints timed_out and the rest run")
+    ap.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.smoke:
         args.n, args.test, args.sz, args.bs, args.infer_bs = 48, 16, 32, 16, 16
         args.steps, args.warmup, args.head_epochs = 2, 1, 2
+    elif args.quick:
+        args.n, args.test = min(args.n, 4_000), min(args.test, 1_000)
+        args.steps, args.warmup, args.head_epochs = min(args.steps, 15), min(args.warmup, 3), 1
+    args.limits = dict(QUICK_LIMITS if args.quick else LIMITS)
+    if args.smoke:  # a busy 2-core CPU, not a GPU: room for XLA's CPU compiles
+        args.limits = {k: max(v, 120) for k, v in args.limits.items()}
+    for item in args.limit:
+        name, _, secs = item.partition("=")
+        if name not in LIMITS:
+            ap.error(f"--limit names a figure of {sorted(LIMITS)}. Received --limit={item}.")
+        try:
+            args.limits[name] = float(secs)
+        except ValueError:
+            ap.error(f"--limit needs FIGURE=SECONDS. Received --limit={item}.")
     if args.valid is None:
         args.valid = max(2, round(args.n * 2_000 / 25_000))
     for name in ("n", "sz", "bs", "steps", "warmup", "head_epochs", "infer_bs"):
@@ -339,8 +505,25 @@ def parse(argv: list[str] | None):
     return args
 
 
+def run_figure(name: str, fn, limit_s: float) -> bool:
+    """Runs one figure under its own limit; True when it failed (an error line was printed)."""
+    t0 = time.perf_counter()
+    try:
+        with time_limit(limit_s):
+            fn()
+    except FigureTimeout:
+        emit(name, timed_out=True, limit_s=limit_s, seconds=_round(time.perf_counter() - t0))
+    except Exception as e:  # noqa: BLE001 -- one broken figure must not cost the others' GPU time
+        emit(f"error_{name}", error=f"{type(e).__name__}: {e}"[:1000], trace=traceback.format_exc()[-2000:])
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.compile_probe:
+        compile_probe(args)
+        return 0
     import keras
 
     from kit.training.device import accelerator, configure
@@ -349,8 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     _DEVICE["device"] = acc.name
     policy = configure(args.mixed_precision)
     emit("machine", backend=keras.backend.backend(), platform=acc.platform, capability=acc.capability, dtype_policy=policy,
-         cpu=cpu_model(), cores=cores(), smoke=args.smoke, versions=versions("keras", keras.backend.backend(), "torch"))
-    only = set((args.only or "bound,keras,torch,lesson").split(","))
+         cpu=cpu_model(), cores=cores(), smoke=args.smoke, quick=args.quick, limits=args.limits,
+         versions=versions("keras", keras.backend.backend(), "torch"))
+    only = set()
+    for item in (args.only or ",".join(GROUPS)).split(","):
+        only |= set(GROUPS.get(item, [item]))
+    if args.quick and not args.only:
+        only.discard("lesson")
     failed = 0
     with tempfile.TemporaryDirectory(prefix="kit-gpu-bench-", dir=args.dir) as tmp:
         t0 = time.perf_counter()
@@ -359,31 +547,35 @@ def main(argv: list[str] | None = None) -> int:
         emit("photos", images=len(files), test=args.test, seconds=_round(time.perf_counter() - t0),
              mean_kb=_round(float(np.mean([f.stat().st_size for f in files[:500]])) / 1e3, 1))
         warm_page_cache(files)
-        bound_ips = float("nan")
-        figures = [("bound", None), ("keras", keras_figures), ("torch", torch_figures), ("lesson", lesson_figure)]
-        for name, fn in figures:
-            if name not in only:
-                continue
-            try:
-                if name == "bound":
-                    decode_bound(files[: min(len(files), 256)], args.sz)  # warm the pool's first fork
-                    dt = decode_bound(files, args.sz)
-                    bound_ips = len(files) / dt
-                    emit("decode_bound", images=len(files), processes=cores(), seconds=_round(dt), img_per_s=_round(bound_ips, 1))
-                elif name == "keras":
-                    fn(args, root, bound_ips)
-                elif name == "torch":
-                    fn(args)
-                else:
-                    # The lesson decodes again: its time includes building the uint8 caches.
-                    for cache in root.glob("tmp"):
-                        import shutil
+        ctx: dict = {}
 
-                        shutil.rmtree(cache)
-                    fn(args, root)
-            except Exception as e:  # noqa: BLE001 -- one broken figure must not cost the others' GPU time
-                failed += 1
-                emit(f"error_{name}", error=f"{type(e).__name__}: {e}"[:1000], trace=traceback.format_exc()[-2000:])
+        def bound() -> None:
+            decode_bound(files[: min(len(files), 256)], args.sz)  # warm the pool's first fork
+            dt = decode_bound(files, args.sz)
+            ctx["bound_ips"] = len(files) / dt
+            emit("decode_bound", images=len(files), processes=cores(), seconds=_round(dt), img_per_s=_round(ctx["bound_ips"], 1))
+
+        def lesson() -> None:
+            # The lesson decodes again: its time includes building the uint8 caches.
+            shutil.rmtree(root / "tmp", ignore_errors=True)
+            lesson_figure(args, root)
+
+        figures = {
+            "decode_bound": bound,
+            "precompute": lambda: fig_precompute(args, root, ctx),
+            "head_epochs": lambda: fig_head_epochs(args, root, ctx),
+            "synthetic_uint8": lambda: fig_synthetic_uint8(args, root, ctx),
+            "unfrozen_epoch": lambda: fig_unfrozen_epoch(args, root, ctx),
+            "torch_eager": lambda: torch_figure(args, compiled=False),
+            "torch_compile": lambda: torch_figure(args, compiled=True),
+            "compile_cache": lambda: fig_compile_cache(args, root, ctx),
+            "lesson": lesson,
+        }
+        for name, fn in figures.items():
+            if name in only:
+                failed += run_figure(name, fn, args.limits[name])
+        if "unfrozen_epoch" in only:  # issue 12: the same epoch on every device count
+            failed += run_figure("unfrozen_epoch_scaling", lambda: scaling_figure(args, root), 3 * args.limits["unfrozen_epoch"])
     return 1 if failed else 0
 
 

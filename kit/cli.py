@@ -29,6 +29,11 @@ def _folder(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default=None, help="caches and runs of --folder (default: the folder when writable, else a folder under the kit's user cache)")
 
 
+def _devices_arg(text: str) -> int | str:
+    """--devices: "auto" or a number of devices."""
+    return int(text) if text.isdigit() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfreeze-epochs", type=int, default=None, help="SGDR cycles with all layers and differential rates (default 0)")
     p.add_argument("--bs", type=int, default=None, help="batch size (default 64)")
     p.add_argument("--sample", action="store_true", default=None, help="train on sample/ for a quick look")
+    p.add_argument("--devices", default=None, type=_devices_arg, help="auto (every GPU/TPU; default) or N (the first N): data-parallel on JAX and TensorFlow; --bs stays the global batch")
     p.add_argument("--config", default=None, help="JSON or TOML file of TrainConfig fields; flags override it")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue an interrupted run from its last epoch's checkpoint, with its own config (default: the newest unfinished run)")
 
     p = sub.add_parser("analyze", help="plots and report.html of the latest run")
     _common(p)
@@ -108,14 +116,31 @@ def _download(a: argparse.Namespace) -> None:
 def _train(a: argparse.Namespace) -> None:
     from kit.jobs.config import load_config
     from kit.jobs.pipeline import data_dir_or_default
-    from kit.jobs.train import train
+    from kit.jobs.train import TrainingInterrupted, train
 
     cfg = load_config(
         a.config, competition=a.competition, arch=a.arch, weights=a.weights, size=a.size, epochs=a.epochs,
-        lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample, folder=_source(a), work_dir=a.work_dir,
+        lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample, devices=a.devices, folder=_source(a), work_dir=a.work_dir,
+        data_dir=a.data_dir,
     )
-    run = train(cfg, data_dir_or_default(a.data_dir))
+    try:
+        run = train(cfg, data_dir_or_default(cfg.data_dir), resume=a.resume)
+    except TrainingInterrupted as e:
+        if e.epoch is not None:
+            e.args = (f"{e}. Resume with: {_resume_command(a, e.run.name)}",)
+        raise
     print(f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}")
+
+
+def _resume_command(a: argparse.Namespace, run_name: str) -> str:
+    """The exact `kit train --resume` line for the run this command started."""
+    import shlex
+
+    words = ["kit", "train"]
+    words += ["--folder", a.folder] + (["--work-dir", a.work_dir] if a.work_dir else []) if a.folder else ["-c", a.competition]
+    if a.data_dir is not None:
+        words += ["--data-dir", a.data_dir]
+    return shlex.join(words + ["--resume", run_name])
 
 
 def _analyze(a: argparse.Namespace) -> None:
@@ -159,7 +184,9 @@ def _predict(a: argparse.Namespace) -> None:
 def _real(a: argparse.Namespace) -> None:
     from kit.jobs.real import DEFAULT_FOLDER, run_real
 
-    print(run_real(a.folder or DEFAULT_FOLDER, work_dir=a.work_dir, quick=a.quick).summary)
+    result = run_real(a.folder or DEFAULT_FOLDER, work_dir=a.work_dir, quick=a.quick)
+    print(result.details)
+    print(result.summary)  # the last line, as `make real` promises
 
 
 def _submit(a: argparse.Namespace) -> None:
@@ -196,12 +223,48 @@ COMMANDS = {"download": _download, "train": _train, "analyze": _analyze, "submit
             "predict": _predict, "real": _real}
 
 
+# TensorFlow's C++ start-up lines: they come before absl's logging is set up, so
+# TF_CPP_MIN_LOG_LEVEL alone does not silence them.
+_TF_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+             "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags",
+             "Unable to register cu", "TF-TRT Warning", "computation placer already registered")
+
+
+def quiet_backend_logs() -> None:
+    """Imports Keras (and so its backend) with TensorFlow's start-up log lines filtered out.
+
+    Only when the user has not set TF_CPP_MIN_LOG_LEVEL themselves; other stderr lines pass through.
+    """
+    import os
+    import tempfile
+
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "keras" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            import keras  # noqa: F401 - the import is the point
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            for line in buf.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(n in line for n in _TF_NOISE):
+                    sys.stderr.write(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("list", "download", "submit"):
+        quiet_backend_logs()
     try:
         COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("kit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # `kit train` says where its checkpoint is and how to resume (kit.jobs.train.TrainingInterrupted).
+        print(f"kit {args.command}: {e}" if str(e) else "kit: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 -- the CLI's job: one line a person can act on
         msg = " ".join(str(e).split()) or type(e).__name__

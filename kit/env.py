@@ -11,6 +11,7 @@ a test (which points the variables below at temporary folders) all take the same
 | `KIT_KAGGLE_WORKING` | `/kaggle/working` | a notebook's writable folder |
 | `KERAS_HOME` | `~/.keras` | Keras' home; ImageNet weights live in its `models/` |
 | `KIT_CACHE_DIR` | `$XDG_CACHE_HOME/kit`, else `~/.cache/kit` | the kit's own cache (work folders, compilation cache) |
+| `KIT_COMPILATION_CACHE` | off | `1`: JAX's persistent compilation cache under the kit's cache; a path: there |
 
 A data folder may be read-only (`/kaggle/input`, a shared drive): `work_dir_for` says where its caches,
 activations, saved models and runs go instead, so that nothing is ever written into it.
@@ -26,6 +27,7 @@ KAGGLE_WORKING_ENV = "KIT_KAGGLE_WORKING"
 KAGGLE_INPUT = "/kaggle/input"
 KAGGLE_WORKING = "/kaggle/working"
 CACHE_ENV = "KIT_CACHE_DIR"
+COMPILATION_CACHE_ENV = "KIT_COMPILATION_CACHE"
 
 
 def in_kaggle_notebook() -> bool:
@@ -109,3 +111,8 @@ def work_dir_for(data_path: str | os.PathLike, work_dir: str | os.PathLike | Non
     if work_dir is not None:
         return Path(work_dir)
     return Path(data_path) if is_writable(data_path) else default_work_dir(data_path)
+
+
+def compilation_cache_setting() -> str:
+    """$KIT_COMPILATION_CACHE as set ("" when unset): see `kit.training.compilation_cache`."""
+    return os.environ.get(COMPILATION_CACHE_ENV, "")

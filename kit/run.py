@@ -1,7 +1,8 @@
 """The run folder: the one place that knows what a training run leaves behind and how to read it.
 
-`kit train` writes one folder per run, `<root>/runs/<UTC time>-<arch>/`; `kit analyze`, `kit submit`
-and `kit predict` read it back through `RunFolder` only:
+`kit train` writes one folder per run, `<root>/runs/<UTC time>-<arch>/` (`<root>`: a competition's
+`<data>/<slug>/`, or the work folder of a `--folder`, see `kit.env.work_dir_for`; `kit real` writes the
+same); `kit analyze`, `kit submit` and `kit predict` read it back through `RunFolder` only:
 
 | file | what |
 | --- | --- |

@@ -57,9 +57,11 @@ def test_decode_cache_is_reused_and_invalidated(tmp_path):
     assert len(list((tmp_path / "tmp").glob("images_*.npy"))) == 2  # images + ok mask
     decode_cached(files, SZ, tmp_path / "tmp", progress=False)
     assert len(list((tmp_path / "tmp").glob("images_*.npy"))) == 2  # reused, not rebuilt
+    before = sorted((tmp_path / "tmp").glob("images_*.npy"))
     Image.new("RGB", (50, 40), "red").save(files[0])
     b, _ = decode_cached(files, SZ, tmp_path / "tmp", progress=False)
-    assert len(list((tmp_path / "tmp").glob("images_*.npy"))) == 4  # a changed file: new cache
+    after = sorted((tmp_path / "tmp").glob("images_*.npy"))
+    assert len(after) == 2 and not set(before) & set(after)  # a changed file: new cache, the stale one pruned
     assert b[0, ..., 0].mean() > 200
 
 

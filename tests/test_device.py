@@ -2,7 +2,7 @@
 import keras
 import pytest
 
-from kit.training.device import Accelerator, accelerator, configure, resolve_mixed_precision
+from kit.training.device import Accelerator, accelerator, configure, precision, resolve_mixed_precision
 
 pytestmark = pytest.mark.backends
 H100 = Accelerator("gpu", "NVIDIA H100 80GB HBM3", (9, 0))
@@ -57,3 +57,25 @@ def test_configure_sets_the_global_policy_for_new_layers():
     assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
     assert configure("auto") == "float32"  # this machine has no GPU
     assert keras.layers.Dense(2).compute_dtype == "float32"
+
+
+def test_precision_holds_inside_the_block_only():
+    keras.config.set_dtype_policy("float32")
+    with precision("bf16") as policy:
+        assert policy == "mixed_bfloat16" and keras.layers.Dense(2).compute_dtype == "bfloat16"
+    assert keras.config.dtype_policy().name == "float32" and keras.layers.Dense(2).compute_dtype == "float32"
+
+
+def test_learner_keeps_its_precision_and_leaves_the_global_policy_alone(tmp_path):
+    from helpers.images import make_folders
+    from helpers.tiny import tiny
+    from kit.data import ImageClassifierData, tfms_from_model
+    from kit.training.learner import ConvLearner
+
+    folder = make_folders(tmp_path, classes=("a", "b"), n_train=4, n_valid=2, n_test=0)
+    data = ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, 32), bs=2, progress=False)
+    keras.config.set_dtype_policy("float32")
+    learn = ConvLearner.pretrained(tiny, data, weights=None, mixed_precision="bf16")
+    assert learn.mixed_precision == "mixed_bfloat16"
+    assert any(l.compute_dtype == "bfloat16" for l in learn.body.layers[-1].layers)
+    assert keras.config.dtype_policy().name == "float32"  # a user's next model is not affected

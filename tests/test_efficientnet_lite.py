@@ -296,3 +296,18 @@ def test_bad_arguments():
         EfficientNetLite0(weights=None, input_shape=(3, 224, 224))
     with pytest.raises(ValueError, match="weights=3"):
         EfficientNetLite0(weights=3)
+
+
+def test_frozen_body_runs_stochastic_depth_in_inference_mode():
+    """A frozen body gives the same features in training as at inference; unfrozen, drop-connect is back."""
+    model = EfficientNetLite0(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    model.trainable = False
+    infer = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x, training=True)), infer, rtol=1e-5, atol=1e-5)
+    model.trainable = True
+    for layer in model.layers:  # BatchNorm off the table: only the drop-connect layers differ now
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    keras.utils.set_random_seed(0)
+    assert not np.allclose(keras.ops.convert_to_numpy(model(x, training=True)), infer, atol=1e-5)

@@ -96,9 +96,10 @@ def lighting(images, brightness, contrast):
         brightness: (batch,) shifts as fractions of the range (0: none).
         contrast: (batch,) factors (1: none).
     """
+    images = ops.convert_to_tensor(images, "float32")
     mean = ops.mean(images, axis=(1, 2, 3), keepdims=True)
-    c = ops.reshape(contrast, (-1, 1, 1, 1))
-    return (images - mean) * c + mean + 255.0 * ops.reshape(brightness, (-1, 1, 1, 1))
+    c = ops.reshape(ops.convert_to_tensor(contrast, "float32"), (-1, 1, 1, 1))
+    return (images - mean) * c + mean + 255.0 * ops.reshape(ops.convert_to_tensor(brightness, "float32"), (-1, 1, 1, 1))
 
 
 class Augment(keras.layers.Layer):
@@ -150,8 +151,8 @@ class Augment(keras.layers.Layer):
     def params(self, u, size: int) -> dict:
         """Maps uniform draws (see `draw`) for images of side `size` to the parameters, each (batch,)."""
         zoom = 1.0 + (self.max_zoom - 1.0) * u[:, 1]
-        # The crop window (side / zoom) moves anywhere inside the image.
-        slack = (1.0 - 1.0 / zoom) * (size - 1) / 2.0
+        # The crop window (side / zoom, pixel edges included) moves anywhere inside the image.
+        slack = (1.0 - 1.0 / zoom) * size / 2.0
         coin = lambda col: ops.cast(u[:, col] < 0.5, "float32")  # noqa: E731
         none = 0.0 * u[:, 0]
         return dict(

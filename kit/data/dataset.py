@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kit.data.cache import decode_cached, default_workers
+from kit.data.cache import decode_cached, default_workers, pixels_key
 from kit.data.files import check_same_classes, read_class_folders, read_flat_folder
 from kit.data.transforms import Transforms
 
@@ -85,6 +85,11 @@ class Split:
     def fnames(self) -> list[str]:
         return [str(f) for f in self.files]
 
+    @property
+    def key(self) -> str:
+        """Names the pixels this split feeds (its image cache and kept rows), for caches derived from them."""
+        return pixels_key(self.images, self.rows, self.files)
+
 
 def _first_per_class(files: list[Path], y: np.ndarray, n: int) -> tuple[list[Path], np.ndarray]:
     """The first `n` files of each class, in their original (sorted) order."""
@@ -101,8 +106,8 @@ class ImageClassifierData:
         data.classes, data.val_y[:5], len(data.trn_ds)
 
     Images are decoded once, in parallel worker processes, into a uint8 cache under `path/tmp/`
-    (`work_dir/tmp/` when `path` is read-only; reused by later runs) and fed to the model as uint8 batches; files that cannot be decoded are
-    left out of their split with one warning that lists them.
+    (`work_dir/tmp/` when `path` is read-only; reused by later runs) and fed to the model as uint8
+    batches; files that cannot be decoded are left out of their split with one warning that lists them.
     """
 
     def __init__(self, path: Path, classes: list[str], trn: Split, val: Split, test: Split | None, tfms: tuple[Transforms, Transforms], bs: int, num_workers: int, work_dir: Path | None = None, tmp_dir: Path | None = None):
@@ -151,6 +156,23 @@ class ImageClassifierData:
     @property
     def models_dir(self) -> Path:
         return self.work_dir / "models"
+
+    def warn_vanished(self) -> list[Path]:
+        """Warns about images deleted or moved since `from_paths`, naming them; returns them.
+
+        Their pixels, decoded then, are still in the cache and still used: the splits, labels and
+        predictions stay aligned. `from_paths` again leaves them out.
+        """
+        splits = [s for s in (self.trn_ds, self.val_ds, self.test_ds) if s is not None]
+        gone = [f for s in splits for f in s.files if not f.exists()]
+        if gone:
+            shown = "\n  ".join(map(str, gone[:20])) + (f"\n  and {len(gone) - 20} more" if len(gone) > 20 else "")
+            warnings.warn(
+                f"{len(gone)} images were deleted or moved after from_paths; the pixels decoded then are used "
+                f"(call ImageClassifierData.from_paths again to leave them out):\n  {shown}",
+                stacklevel=3,
+            )
+        return gone
 
     def split(self, name: str) -> Split:
         s = {"train": self.trn_ds, "valid": self.val_ds, "test": self.test_ds}.get(name)

@@ -130,3 +130,37 @@ def decode_into(paths: list[str], sz: int, out_path: str, start: int, header_len
     finally:
         os.close(fd)
     return failures
+
+
+def decode_files(paths: list[str | Path], sz: int, workers: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decodes `paths` as `load_image` does, in `workers` threads, into memory (no cache on disk).
+
+    For a modest number of files at a time (`learn.predict_files` feeds it chunks). PIL releases the
+    GIL while it decodes and resizes, so the threads decode in parallel.
+
+    Returns:
+        (images, ok, errors): (N, sz, sz, 3) uint8 with zeros where a file failed, a bool mask of the
+        files that decoded, and one message per failure naming the file and why.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p: str | Path) -> np.ndarray | str:
+        try:
+            return load_image(p, sz)
+        except ImageDecodeError as e:
+            return str(e)
+
+    if workers > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(min(workers, len(paths))) as pool:
+            results = list(pool.map(one, paths))
+    else:
+        results = [one(p) for p in paths]
+    images = np.zeros((len(paths), sz, sz, 3), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    errors = []
+    for i, r in enumerate(results):
+        if isinstance(r, str):
+            errors.append(r)
+        else:
+            images[i], ok[i] = r, True
+    return images, ok, errors

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kit.kaggle.competition import is_slug
 
 
 @dataclass
 class TrainConfig:
     competition: str = "dogs-vs-cats-redux-kernels-edition"
-    data_dir: str | None = None       # None: /kaggle/working/data in a Kaggle notebook, else ./data
+    data_dir: str | None = None       # --data-dir wins; None: /kaggle/working/data in a Kaggle notebook, else ./data
     folder: str | None = None         # any class-folder tree (train/<class>/, valid/<class>/, test/): used instead of the competition
     work_dir: str | None = None       # caches and runs of `folder`; None: the folder when writable, else the kit's user cache
     arch: str = "resnet50"            # Keras has no ResNet34, the lesson's arch; 50 is the nearest
@@ -38,8 +40,9 @@ class TrainConfig:
     sample: bool = False              # train on data/<slug>/sample/ for a quick look
     seed: int = 42
     num_workers: int | None = None    # decoding processes; None: every core
-    mixed_precision: str = "auto"     # bf16 on GPUs with bf16 tensor cores, float32 on CPUs
-    extra: dict[str, Any] = field(default_factory=dict)
+    mixed_precision: str = "auto"     # bf16 on GPUs with bf16 tensor cores, fp16 on T4/V100/P100, float32 on CPUs
+    compilation_cache: bool | str | None = None  # JAX's persistent compilation cache: True, a folder, or None ($KIT_COMPILATION_CACHE)
+    devices: str | int | list[str] = "auto"  # every accelerator (1 on a CPU); N: the first N; or names. bs stays global
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,6 +85,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     return cfg
 
 
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a run saved in its config.json (keys it does not know, e.g. "resolved", ignored)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in values.items() if k in names})
+    _validate(cfg)
+    return cfg
+
+
 def _validate(cfg: TrainConfig) -> None:
     def positive_int(name: str, allow_zero: bool = False) -> None:
         v = getattr(cfg, name)
@@ -102,5 +113,18 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"Config opt must be 'sgd', 'adam' or 'adamw'. Received opt={cfg.opt!r}.")
     if cfg.aug not in ("side_on", "top_down", "none"):
         raise ValueError(f"Config aug must be 'side_on', 'top_down' or 'none'. Received aug={cfg.aug!r}.")
+    d = cfg.devices
+    if not ((isinstance(d, str) and (d == "auto" or d.isdigit() and int(d) >= 1)) or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+            or (isinstance(d, list) and d and all(isinstance(x, str) for x in d))):
+        raise ValueError(f"Config devices must be 'auto', a number of devices >= 1 or a list of device names. Received devices={d!r}.")
+    cc = cfg.compilation_cache
+    if cc is not None and not isinstance(cc, (bool, str)):
+        raise ValueError(f"Config compilation_cache must be true, false, a folder or null. Received compilation_cache={cc!r}.")
     if cfg.lr_div <= 1:
         raise ValueError(f"Config lr_div must be > 1. Received lr_div={cfg.lr_div!r}.")
+    if not is_slug(cfg.competition):
+        # The slug names a folder under the data directory: "../x" must never get that far.
+        raise ValueError(
+            "Config competition must be a Kaggle slug: letters, digits, '-' and '_' (`kit list` shows the known ones). "
+            f"Received competition={cfg.competition!r}."
+        )

@@ -21,7 +21,15 @@ ZIPS = "zips"  # where the competition's files land, under <data>/<slug>/
 
 
 def data_dir_or_default(data_dir: str | Path | None) -> Path:
-    return Path(data_dir) if data_dir is not None else default_data_dir()
+    """`data_dir` (or the default), refused with a sentence when it, or a folder above it, is a file."""
+    path = Path(data_dir) if data_dir is not None else default_data_dir()
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        where = "is a file" if p == path else f"is inside {p}, which is a file"
+        raise NotADirectoryError(f"The data folder {path} {where}, not a folder: give --data-dir a folder (it is created if missing).")
+    return path
 
 
 def source_files(comp: Competition, root: Path, progress: bool = True) -> tuple[Path, str]:

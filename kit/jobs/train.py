@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from kit.env import work_dir_for
-from kit.jobs.config import TrainConfig
+from kit.jobs.config import TrainConfig, config_from_dict
 from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on, transforms_top_down
 from kit.run import Predictions, RunFolder
+from kit.training.callbacks.checkpoint import EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint
 from kit.training.learner import ConvLearner
+from kit.training.schedules import sgdr_total_epochs
 
 AUGMENTATIONS = {"side_on": transforms_side_on, "top_down": transforms_top_down, "none": None}
+# lr_find's first rate (the learner's default), and how often to retry 100x lower when it diverges at once.
+LR_FIND_START, LR_FIND_TRIES = 1e-5, 2
 
 
 @dataclass
@@ -61,10 +65,25 @@ def load_data(cfg: TrainConfig, root: Path, progress: bool = True) -> ImageClass
 
 
 def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> float:
-    """The configured rate, or lr_find's suggestion (its plots saved into the run)."""
+    """The configured rate, or lr_find's suggestion (its plots saved into the run).
+
+    When the loss diverges before lr_find has a curve to read (fewer than 5 finite points), the
+    test runs again from a rate 100x lower; if it still diverges at once, this raises rather than
+    train at a guess.
+    """
     if cfg.lr is not None:
         return float(cfg.lr)
-    lr = learn.lr_find()
+    start = LR_FIND_START
+    for _ in range(LR_FIND_TRIES):
+        lr = learn.lr_find(start_lr=start)
+        if learn.sched.reliable:
+            break
+        start /= 100
+    else:
+        raise ValueError(
+            f"lr_find's loss diverged within a few batches even from start_lr={start * 100:g}, so its suggestion "
+            "would be a guess: set the rate with --lr (or lr in --config), and check the data and the model."
+        )
     save_figure(learn.sched.plot(), run.lr_find_png)
     save_figure(learn.sched.plot_lr(), run.lr_schedule_png)
     return float(lr)
@@ -77,17 +96,67 @@ def save_figure(fig, path: Path, dpi: int = 90) -> None:
         fig.savefig(tmp, dpi=dpi, format="png")
 
 
-def fit_stages(learn: ConvLearner, cfg: TrainConfig, lr: float, verbose: bool = True) -> list[float]:
+@dataclass
+class Stage:
+    """One `learn.fit` of the lesson's flow, and the switch made before it."""
+
+    name: str  # "head" (on activations), "augment" (head on augmented images) or "unfreeze"
+    lrs: float | np.ndarray
+    n_cycle: int
+    cycle_len: int | None
+    cycle_mult: int = 1
+
+    def prepare(self, learn: ConvLearner) -> None:
+        if self.name == "augment":
+            learn.precompute = False
+        elif self.name == "unfreeze":
+            learn.unfreeze()
+
+    @property
+    def epochs(self) -> int:
+        return self.n_cycle if self.cycle_len is None else sgdr_total_epochs(self.n_cycle, self.cycle_len, self.cycle_mult)
+
+
+def stages(cfg: TrainConfig, lr: float) -> list[Stage]:
     """The lesson's stages: head on activations, head on augmented images, then all layers."""
-    result = learn.fit(lr, cfg.epochs, cycle_len=cfg.cycle_len, cycle_mult=cfg.cycle_mult, verbose=verbose)
+    out = [Stage("head", lr, cfg.epochs, cfg.cycle_len, cfg.cycle_mult)]
     if cfg.augment_epochs:
-        learn.precompute = False
-        result = learn.fit(lr, cfg.augment_epochs, cycle_len=1, verbose=verbose)
+        out.append(Stage("augment", lr, cfg.augment_epochs, 1))
     if cfg.unfreeze_epochs:
-        learn.unfreeze()
         top = lr if cfg.unfreeze_lr is None else float(cfg.unfreeze_lr)
-        lrs = np.array([top / cfg.lr_div**2, top / cfg.lr_div, top])
-        result = learn.fit(lrs, cfg.unfreeze_epochs, cycle_len=1, cycle_mult=2, verbose=verbose)
+        out.append(Stage("unfreeze", np.array([top / cfg.lr_div**2, top / cfg.lr_div, top]), cfg.unfreeze_epochs, 1, 2))
+    return out
+
+
+def fit_stages(learn: ConvLearner, cfg: TrainConfig, lr: float, verbose: bool = True, checkpoint_dir: Path | None = None, resume: dict | None = None) -> list[float]:
+    """Runs `stages(cfg, lr)`, with a checkpoint after every epoch into `checkpoint_dir`.
+
+    `resume` (`read_checkpoint`'s state, model values and optimizer values) skips what was done and
+    continues the interrupted stage from its next epoch, with the weights, optimizer state, seeds,
+    schedule position and shuffling of the uninterrupted run.
+    """
+    result: list[float] = []
+    for i, stage in enumerate(stages(cfg, lr)):
+        stage.prepare(learn)
+        start, restore = 0, None
+        if resume is not None and i <= resume["state"]["stage"]:
+            if i < resume["state"]["stage"]:
+                continue
+            state = resume["state"]
+            assign_values(learn.model.variables, resume["model"], "model variables")
+            learn.history, learn._epochs_done = list(state["history"]), int(state["epochs_done"])
+            start = int(state["epoch"])
+            if start >= stage.epochs:  # the checkpoint closed this stage: the next starts afresh
+                learn._epochs_done += stage.epochs
+                last = learn.history[-1]
+                result = [last["val_loss"], last["accuracy"]]
+                continue
+            restore = (resume["model"], resume["opt"], state.get("rng", {}))
+        cbs = []
+        if checkpoint_dir is not None:
+            cbs.append(EpochCheckpoint(checkpoint_dir, variables_of=learn.model, start_epoch=learn._epochs_done, history=learn.history,
+                                       state={"stage": i, "stage_name": stage.name, "lr": lr, "epochs_done": learn._epochs_done}, restore=restore))
+        result = learn.fit(stage.lrs, stage.n_cycle, cycle_len=stage.cycle_len, cycle_mult=stage.cycle_mult, verbose=verbose, callbacks=cbs, initial_epoch=start)
     return result
 
 
@@ -108,19 +177,68 @@ def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Pa
     return run.write_predictions(preds)
 
 
-def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True) -> Run:
-    """Trains on `<data_dir>/<slug>/` as configured; see the module docstring for what it writes."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `kit train`: says where the last checkpoint is (`run`, `checkpoint`, `epoch`)."""
+
+    def __init__(self, run: RunFolder, epoch: int | None):
+        self.run, self.epoch = run, epoch
+        self.checkpoint = checkpoint_file(run.checkpoint_dir) if epoch is not None else None
+        where = (f"the checkpoint after epoch {epoch} is {self.checkpoint}" if epoch is not None
+                 else "no epoch had finished, so there is no checkpoint")
+        super().__init__(f"training interrupted; {where}")
+
+
+def find_resume(root: Path, resume: str | Path | bool) -> RunFolder:
+    """The run `kit train --resume [RUN]` continues: the one named, else the newest unfinished one."""
+    if resume is True:
+        run = RunFolder.newest_unfinished(root)
+        if run is None:
+            raise FileNotFoundError(f"No unfinished run with a checkpoint under {RunFolder.runs_dir(root)}: nothing to resume.")
+    else:
+        run = RunFolder.resolve(root, resume)
+    if run.finished:
+        raise ValueError(f"{run.path} finished cleanly: there is nothing to resume. Start a new run without --resume.")
+    if not checkpoint_file(run.checkpoint_dir).is_file():
+        raise FileNotFoundError(f"{run.path} has no checkpoint (no epoch finished before it stopped): start a new run without --resume.")
+    return run
+
+
+def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | Path | bool | None = None) -> Run:
+    """Trains on `<data_dir>/<slug>/` as configured; see the module docstring for what it writes.
+
+    Every finished epoch leaves a checkpoint in the run folder. `resume=True` (the newest unfinished
+    run) or a run's name or path continues that run with its own config.json, from its last
+    checkpoint, to the result an uninterrupted run would have reached.
+
+    Raises:
+        DivergedError: the loss became NaN or infinite (the run stays unfinished, LATEST unchanged).
+        TrainingInterrupted: Ctrl-C; it names the checkpoint to resume from.
+    """
     import keras
 
     t0 = time.perf_counter()
+    run, ckpt = None, None
+    if resume:
+        run = find_resume(work_root(cfg, data_dir), resume)
+        cfg = config_from_dict(run.read_config())
+        state, model_values, opt_values = read_checkpoint(run.checkpoint_dir)
+        ckpt = {"state": state, "model": model_values, "opt": opt_values}
     keras.utils.set_random_seed(cfg.seed)
     root = competition_root(cfg, data_dir)
     data = load_data(cfg, root, progress=verbose)
-    run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
-    run.write_config(cfg.to_dict())
-    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision, opt=cfg.opt)
-    lr = pick_lr(learn, cfg, run)
-    val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose)
+    if run is None:
+        run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
+        run.write_config(cfg.to_dict())
+    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision, opt=cfg.opt, devices=cfg.devices,
+                                     compilation_cache=cfg.compilation_cache)
+    # What the run really got (every device's name, the dtype policy) beside what was asked for.
+    run.write_config({**cfg.to_dict(), "resolved": {**learn.placement.to_dict(), "mixed_precision": learn.mixed_precision}})
+    try:
+        lr = float(ckpt["state"]["lr"]) if ckpt else pick_lr(learn, cfg, run)
+        val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose, checkpoint_dir=run.checkpoint_dir, resume=ckpt)
+    except KeyboardInterrupt as e:
+        done = checkpoint_file(run.checkpoint_dir).is_file()
+        raise TrainingInterrupted(run, read_checkpoint(run.checkpoint_dir)[0]["history"][-1]["epoch"] if done else None) from e
     learn.save(run.weights_file)
     save_predictions(learn, cfg, run)
     run.write_history({"lr": lr, "history": learn.history, "val_loss": val_loss, "val_accuracy": acc})

@@ -106,6 +106,20 @@ def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 @keras.saving.register_keras_serializable(package="kit")
+class DropPath(layers.Dropout):
+    """Stochastic depth: drops a block's residual branch per image while training.
+
+    Like BatchNormalization, it runs in inference mode while frozen (`trainable=False`): a frozen,
+    pretrained body must give the head the same features in training as at inference. Keras'
+    Dropout ignores `trainable`, and left the frozen body's nine drop-connect layers active,
+    changing the pooled features by ~27% between training and inference.
+    """
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=bool(training) and self.trainable)
+
+
+@keras.saving.register_keras_serializable(package="kit")
 class TFSamePadding2D(layers.Layer):
     """Zero-pads (N, H, W, C) as TensorFlow's "SAME" does before a VALID convolution.
 
@@ -197,7 +211,7 @@ def _mbconv(x, prefix: str, kernel: int, stride: int, expand: int, f_in: int, f_
     x = _bn(prefix + "project_bn")(x)
     if stride == 1 and f_in == f_out:
         if drop_rate > 0:
-            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=prefix + "drop")(x)
+            x = DropPath(drop_rate, noise_shape=(None, 1, 1, 1), name=prefix + "drop")(x)
         x = layers.Add(name=prefix + "add")([x, inputs])
     return x
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import keras
 
-from kit.env import user_cache_dir
+from kit.env import COMPILATION_CACHE_ENV as ENV_VAR, compilation_cache_setting, user_cache_dir
 
 # "1", "true", "on": the default folder; another value: that folder; unset, "", "0", "false", "off": off.
-ENV_VAR = "KIT_COMPILATION_CACHE"
 SUBDIR = "jax-compilation-cache"
 _OFF = ("", "0", "false", "off", "no", "none")
 _ON = ("1", "true", "on", "yes")
@@ -33,7 +32,7 @@ def compilation_cache_dir(setting: bool | str | os.PathLike | None = None) -> Pa
             folder, or None (read the environment variable).
     """
     if setting is None:
-        setting = os.environ.get(ENV_VAR, "")
+        setting = compilation_cache_setting()
     if isinstance(setting, bool):
         return user_cache_dir() / SUBDIR if setting else None
     text = str(setting).strip()

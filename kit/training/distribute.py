@@ -35,6 +35,7 @@ import numpy as np
 
 BACKENDS_WITH_DATA_PARALLEL = ("jax", "tensorflow")
 AUTO = "auto"
+_ENGINES: dict[tuple, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -185,14 +186,20 @@ class Placement:
 
     def __init__(self, devices: Sequence[DeviceInfo], backend: str):
         self.devices, self.backend = list(devices), backend
-        self.engine: Any = None  # DataParallel (JAX) or MirroredStrategy (TensorFlow) when distributed
+        # DataParallel (JAX) or MirroredStrategy (TensorFlow) when distributed: one per device set and
+        # process, because two MirroredStrategy objects over the same devices number their collective
+        # all-reduces alike, and a second learner's step then meets the first one's in the same instance.
+        self.engine: Any = None
         if self.distributed:
-            if backend == "jax":
-                self.engine = keras.distribution.DataParallel(devices=[d.name for d in self.devices])
-            elif backend == "tensorflow":
-                import tensorflow as tf
+            key = (backend, tuple(self.names))
+            if key not in _ENGINES:
+                if backend == "jax":
+                    _ENGINES[key] = keras.distribution.DataParallel(devices=self.names)
+                elif backend == "tensorflow":
+                    import tensorflow as tf
 
-                self.engine = tf.distribute.MirroredStrategy(devices=[d.name for d in self.devices])
+                    _ENGINES[key] = tf.distribute.MirroredStrategy(devices=self.names)
+            self.engine = _ENGINES.get(key)
 
     @classmethod
     def create(cls, devices: str | int | Sequence[str] | None = AUTO, backend: str | None = None) -> "Placement":
@@ -230,6 +237,12 @@ class Placement:
         if self.backend == "tensorflow":
             return int(self.engine.num_replicas_in_sync)
         return int(self.engine.device_mesh.devices.size)
+
+    @property
+    def supports_xla(self) -> bool:
+        """False under MirroredStrategy: an XLA-compiled step cannot reach the mirrored variables of
+        the other replicas' devices (TensorFlow's XLA known issues); Keras' "auto" turns XLA off there too."""
+        return not (self.backend == "tensorflow" and self.distributed)
 
     def describe(self, policy: str | None = None) -> str:
         return describe(self.devices, self.backend, policy)

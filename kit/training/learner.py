@@ -20,16 +20,15 @@ from kit.training.callbacks.divergence import DivergenceGuard
 from kit.training.callbacks.lr_range_test import LRRangeTest
 from kit.training.callbacks.progress import EpochTable
 from kit.training.callbacks.sgdr import SGDR
-from kit.data.cache import files_key
 from kit.data.dataset import Batches, ImageClassifierData
 from kit.data.images import decode_files
 from kit.io import atomic_path
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
 from kit.training.compilation_cache import enable_compilation_cache
-from kit.training.device import configure as configure_precision
+from kit.training.device import default_jit_compile, precision
 from kit.training.distribute import Placement, check_batch_size, on_devices
 from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
-from kit.training.optimizers import group_multipliers, make_optimizer, set_learning_rate
+from kit.training.optimizers import group_multipliers, make_optimizer, set_learning_rate, sync_model_state
 from kit.training.schedules import sgdr_total_epochs
 from kit.training.weights import save_weights
 
@@ -112,27 +111,28 @@ class ConvLearner:
             xtra_fc: list of int. Hidden layer widths of the head (default [512]).
             opt: str. "sgd" (momentum 0.9, as the lesson), "adam" or "adamw".
             mixed_precision: "auto" (bf16 on GPUs that have it, float32 elsewhere), True, False,
-                or a Keras dtype policy name. Set before the models are built.
+                or a Keras dtype policy name, for the learner's models (Keras' global policy is restored).
             compilation_cache: True, False, a folder, or None ($KIT_COMPILATION_CACHE decides): JAX's
                 persistent compilation cache, so a second run loads its compiled steps from disk.
             devices: "auto" (every accelerator; one device on a CPU-only machine), an int (the first
                 N) or a list of device names: data-parallel training (`kit.training.distribute`).
                 `data.bs` stays the global batch and must be a multiple of the device count.
         """
-        policy = configure_precision(mixed_precision)
         enable_compilation_cache(compilation_cache)
         placement = Placement.create(devices)
         check_batch_size(data.bs, placement.n)
         arch = get_arch(arch)
-        # Variables made in the scope are replicated (JAX) or mirrored (TensorFlow) on every device.
-        with placement.scope():
+        # Variables made in the scope are replicated (JAX) or mirrored (TensorFlow) on every device;
+        # the dtype policy holds for the learner's models only, not for models built afterwards.
+        with precision(mixed_precision) as policy, placement.scope():
             body = build_body(arch, data.sz, weights)
             n_features = 2 * int(body.output.shape[-1])
             head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
             learn = cls(data, arch, body, head, precompute=False, opt=opt, momentum=momentum)
             placement.prepare_model(learn.model)
         learn.placement, learn.mixed_precision = placement, policy
-        learn.weights_source = str(weights)
+        if not placement.supports_xla:
+            learn.jit_compile = False
         learn.precompute = precompute
         return learn
 
@@ -176,10 +176,12 @@ class ConvLearner:
     def precompute(self, value: bool) -> None:
         if value and self._frozen_to < len(self.layer_groups) - 1:
             raise ValueError("precompute=True needs a frozen body: call learn.freeze() first.")
-        self._precompute = bool(value)
         if value:
+            self.data.warn_vanished()
             digest = self._body_digest()  # hashing the body's weights once, not once per split
+            # All or nothing: the learner switches only once every split's activations are there.
             self._act = {name: self._activations(name, digest) for name in ("train", "valid", "test") if self._has(name)}
+        self._precompute = bool(value)
 
     def _has(self, split: str) -> bool:
         return split != "test" or self.data.test_ds is not None
@@ -193,7 +195,7 @@ class ConvLearner:
     def activation_path(self, split: str, digest: str | None = None) -> Path:
         """Where a split's activations are cached: keyed by arch, body weights, size and file list."""
         s = self.data.split(split)
-        key = files_key(s.files, self.data.sz)
+        key = s.key  # the pixels it reads, not the files now on disk (a vanished file changes nothing)
         return self.data.tmp_dir / f"act_{self.arch.name}_{digest or self._body_digest()}_{split}_{key}.npy"
 
     def _activations(self, split: str, digest: str) -> np.ndarray:
@@ -243,7 +245,7 @@ class ConvLearner:
             base, mult = group_multipliers(groups, lrs.tolist())
         # model.compile throws the traced (TensorFlow) or XLA-compiled (JAX) train step away: seconds
         # on every fit. When only the base rate differs, keep the step and restart the optimizer.
-        jit = self.jit_compile if self.jit_compile is not None else keras.backend.backend() != "torch"
+        jit = self.jit_compile if self.jit_compile is not None else default_jit_compile()
         key = (self.opt, self.momentum, jit, tuple(sorted((mult or {}).items())), tuple(v.path for v in model.trainable_variables))
         done = self._compiled.get(id(model))
         if done is not None and done[0] == key and model.optimizer is not None:
@@ -263,7 +265,10 @@ class ConvLearner:
             trn = Batches(self._act["train"], self.data.trn_y, self.data.bs, shuffle=True, seed=self._epochs_done, fixed=True)
         else:
             trn = self.data.batches("train", shuffle=True, seed=self._epochs_done, fixed=True)
-        return dict(x=trn), len(trn)
+        # shuffle=False: the batches reshuffle their rows every epoch from their own seed; Keras'
+        # extra shuffle of batch order would draw from Python's global `random`, which a resumed
+        # run (`kit train --resume`) could not replay.
+        return dict(x=trn, shuffle=False), len(trn)
 
     def _predict_split(self, split: str) -> np.ndarray:
         """Log-probabilities of a split through the compiled predict function, batches of one shape."""
@@ -341,8 +346,7 @@ class ConvLearner:
             cbs.append(SGDR(base_lr=float(lrs.max()), steps_per_epoch=steps, cycle_len=cycle_len, cycle_mult=cycle_mult,
                             cycle_save_name=str(self._model_path(cycle_save_name)) if cycle_save_name else None))
         if best_save_name:
-            self.data.models_dir.mkdir(parents=True, exist_ok=True)
-            cbs.append(keras.callbacks.ModelCheckpoint(str(self._model_path(best_save_name)), monitor="val_loss", save_best_only=True, save_weights_only=True))
+            cbs.append(self._save_best(model, self._model_path(best_save_name)))
         table = EpochTable(start_epoch=self._epochs_done, show=verbose, title=self.device_line)
         cbs.append(table)
         model.fit(epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw)
@@ -356,6 +360,20 @@ class ConvLearner:
         return [last["val_loss"], last["accuracy"]]
 
     @on_devices
+    def _save_best(self, model: keras.Model, path: Path) -> keras.callbacks.Callback:
+        """Saves the whole model's weights (not only the head being fit) whenever val_loss improves,
+        built in memory and written atomically (Keras' ModelCheckpoint lets HDF5 write the file)."""
+        best = [math.inf]
+
+        def on_epoch_end(epoch, logs):
+            val_loss = (logs or {}).get("val_loss")
+            if val_loss is not None and math.isfinite(val_loss) and val_loss < best[0]:
+                best[0] = val_loss
+                sync_model_state(model)
+                save_weights(self.model, path)
+
+        return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+
     def lr_find(self, start_lr: float = 1e-5, end_lr: float = 10.0, num_it: int | None = None, linear: bool = False, lrs: Sequence[float] | None = None) -> float:
         """Runs the learning-rate range test (Smith 2015) and returns the suggested rate.
 

@@ -301,7 +301,7 @@ def sync_model_state(model: keras.Model) -> None:
         sync()
 
 
-def _schedule_error(optimizer) -> ValueError | None:
+def schedule_error(optimizer) -> ValueError | None:
     lr = getattr(optimizer, "_learning_rate", None)
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) or (
         callable(lr) and not isinstance(lr, keras.Variable)
@@ -324,7 +324,7 @@ def set_learning_rate(model: keras.Model, lr: float) -> None:
     Raises:
         ValueError: the optimizer's rate is a `LearningRateSchedule`.
     """
-    error = _schedule_error(model.optimizer)
+    error = schedule_error(model.optimizer)
     if error is not None:
         raise error
     sync_model_state(model)

@@ -22,7 +22,7 @@ import numpy as np
 SUGGESTION_METHODS = ("valley", "steepest", "min_div10")
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
     """`value` as an int >= minimum; integral floats such as 2.0 are accepted."""
     ok = isinstance(value, (int, np.integer)) or (
         isinstance(value, (float, np.floating)) and float(value).is_integer()
@@ -86,9 +86,9 @@ def cycle_end_epochs(n_cycle: int, cycle_len: int = 1, cycle_mult: int = 1) -> l
         cycle_len: Integer >= 1. Epochs in the first cycle.
         cycle_mult: Integer >= 1. Growth factor of the cycle length.
     """
-    n_cycle = _check_int("n_cycle", n_cycle, 1)
-    cycle_len = _check_int("cycle_len", cycle_len, 1)
-    cycle_mult = _check_int("cycle_mult", cycle_mult, 1)
+    n_cycle = check_int("n_cycle", n_cycle, 1)
+    cycle_len = check_int("cycle_len", cycle_len, 1)
+    cycle_mult = check_int("cycle_mult", cycle_mult, 1)
     ends, total = [], 0
     for i in range(n_cycle):
         total += _cycle_epochs(cycle_len, cycle_mult, i)
@@ -105,10 +105,10 @@ def sgdr_cycle(step: int, steps_per_epoch: int, cycle_len: int = 1, cycle_mult: 
         cycle_len: Integer >= 1. Epochs in the first cycle.
         cycle_mult: Integer >= 1. Growth factor of the cycle length.
     """
-    step = _check_int("step", step, 0)
-    steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, 1)
-    cycle_len = _check_int("cycle_len", cycle_len, 1)
-    cycle_mult = _check_int("cycle_mult", cycle_mult, 1)
+    step = check_int("step", step, 0)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
+    cycle_len = check_int("cycle_len", cycle_len, 1)
+    cycle_mult = check_int("cycle_mult", cycle_mult, 1)
     first = cycle_len * steps_per_epoch
     if cycle_mult == 1:
         # Equal cycles: closed form, so a long run does not loop.
@@ -163,8 +163,8 @@ def sgdr_lr(
 
 def _one_cycle_phase(step: int, total_steps: int, pct_start: float) -> tuple[int, float]:
     """(phase, pct) as PyTorch's OneCycleLR: phase 0 rises until step pct_start*total-1."""
-    step = _check_int("step", step, 0)
-    total_steps = _check_int("total_steps", total_steps, 2)
+    step = check_int("step", step, 0)
+    total_steps = check_int("total_steps", total_steps, 2)
     if not 0 < pct_start < 1:
         raise ValueError(f"`pct_start` must be in (0, 1). Received pct_start={pct_start!r}")
     if step >= total_steps:
@@ -272,7 +272,7 @@ def lr_range(start_lr: float, end_lr: float, num_it: int, linear: bool = False) 
         raise ValueError(
             f"`start_lr` must be < `end_lr`. Received start_lr={start_lr!r}, end_lr={end_lr!r}"
         )
-    num_it = _check_int("num_it", num_it, 2)
+    num_it = check_int("num_it", num_it, 2)
     lrs = np.linspace(start_lr, end_lr, num_it) if linear else np.geomspace(start_lr, end_lr, num_it)
     # Both numpy functions pin the ends; set them again so that holds on any numpy.
     lrs[0], lrs[-1] = start_lr, end_lr

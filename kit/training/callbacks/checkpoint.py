@@ -16,6 +16,7 @@ state, model_values, opt_values = read_checkpoint("runs/r1/checkpoint")
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -31,6 +32,37 @@ from kit.training.callbacks.progress import epoch_row
 from kit.training.optimizers import sync_model_state
 
 CHECKPOINT_FILE = "last.npz"
+
+
+def rng_state() -> dict[str, Any]:
+    """Global random states a resumed run must carry on (JSON-able).
+
+    Keras' own layers keep their seeds in variables, saved with the model; but on torch an unseeded
+    Dropout draws from torch's global generator, which is saved here.
+    """
+    if keras.backend.backend() != "torch":
+        return {}
+    import torch
+
+    out = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available():
+        out["torch_cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Puts back what `rng_state` saved (nothing to do on other backends)."""
+    if not state or keras.backend.backend() != "torch":
+        return
+    import torch
+
+    def tensor(text: str):
+        return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+    if "torch" in state:
+        torch.set_rng_state(tensor(state["torch"]))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensor(t) for t in state["torch_cuda"]])
 
 
 def checkpoint_file(directory: str | os.PathLike) -> Path:
@@ -88,7 +120,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state: dict. JSON facts saved with each checkpoint (e.g. the stage and the rate).
         start_epoch: Integer. Number of the fit's first epoch in the table rows.
         history: list of dict. Table rows of earlier epochs, saved in front of this fit's rows.
-        restore: (model values, optimizer values) or None. Assigned in `on_train_begin`.
+        restore: (model values, optimizer values, random states) or None: what `read_checkpoint`
+            read, assigned in `on_train_begin`.
     """
 
     def __init__(self, directory: str | os.PathLike, variables_of: keras.Model | None = None, state: dict | None = None,
@@ -107,10 +140,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.rows, self.last_epoch = [], None
         if self.restore is not None:
-            model_values, opt_values = self.restore
+            model_values, opt_values, rng = (*self.restore, {})[:3]
             sync_model_state(self.model)
             assign_values((self.variables_of or self.model).variables, model_values, "model variables")
             assign_values(self.model.optimizer.variables, opt_values, "optimizer variables")
+            set_rng_state(rng)
             self.restore = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -118,7 +152,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return  # a diverged epoch: keep the last good checkpoint
         sync_model_state(self.model)
+        model_values, opt_values = _values((self.variables_of or self.model).variables), _values(self.model.optimizer.variables)
+        if not all(np.all(np.isfinite(a)) for a in model_values if np.issubdtype(a.dtype, np.floating)):
+            return  # the epoch's last update diverged: never checkpoint NaN weights
         self.rows.append(epoch_row(self.start_epoch + epoch, logs))
-        state = {**self.state, "epoch": epoch + 1, "history": self.history + self.rows}
-        write_checkpoint(self.directory, state, _values((self.variables_of or self.model).variables), _values(self.model.optimizer.variables))
+        state = {**self.state, "epoch": epoch + 1, "history": self.history + self.rows, "rng": rng_state()}
+        write_checkpoint(self.directory, state, model_values, opt_values)
         self.last_epoch = self.start_epoch + epoch

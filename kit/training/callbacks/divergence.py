@@ -35,9 +35,10 @@ class DivergenceGuard(keras.callbacks.Callback):
     """Stops `fit` at the first non-finite batch loss and restores the weights of the epoch's start.
 
     Keras' running mean `logs["loss"]` turns NaN or infinite at the first such batch, so that is the
-    batch that stops training. The weights and optimizer variables saved at the start of the epoch are
-    assigned back, and `error` holds a `DivergedError`; with `raise_error=True` (default) it is raised
-    at the end of `fit`.
+    batch that stops training. An epoch whose last update left NaN weights behind (its losses were
+    all finite, the next one would not be) counts as diverged too. The weights and optimizer
+    variables of the epoch's start are assigned back, and `error` holds a `DivergedError`; with
+    `raise_error=True` (default) it is raised at the end of `fit`.
 
     Example:
     >>> model.fit(x, y, epochs=3, callbacks=[DivergenceGuard()])   # DivergedError: training diverged at epoch 1 ...
@@ -57,38 +58,51 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._snapshot = None
         self._epoch = 0
 
+    def _values(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        opt = self.model.optimizer
+        return (
+            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.model.weights],
+            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in (opt.variables if opt is not None else [])],
+        )
+
+    def _diverged(self, loss: float) -> None:
+        lr = get_learning_rate(self.model) if self.model.optimizer is not None else float("nan")
+        epoch = self.epoch_offset + self._epoch
+        self.error = DivergedError(divergence_message(epoch, lr, loss), epoch, lr, loss)
+        self.model.stop_training = True
+
     def on_train_begin(self, logs=None):
         self._reset()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        opt = self.model.optimizer
-        self._snapshot = (
-            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.model.weights],
-            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in (opt.variables if opt is not None else [])],
-        )
+        if self._snapshot is None:  # later epochs start from the values checked at the previous end
+            self._snapshot = self._values()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.error is not None or not logs or "loss" not in logs:
             return
         loss = float(np.asarray(keras.ops.convert_to_numpy(logs["loss"])))
         if is_diverged(loss):
-            lr = get_learning_rate(self.model) if self.model.optimizer is not None else float("nan")
-            epoch = self.epoch_offset + self._epoch
-            self.error = DivergedError(divergence_message(epoch, lr, loss), epoch, lr, loss)
-            self.model.stop_training = True
+            self._diverged(loss)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.error is not None and self._snapshot is not None:
-            # On JAX the epoch's state is synced by now; syncing again makes sure nothing stale
-            # overwrites the restore at the end of fit.
-            sync_model_state(self.model)
-            weights, opt_values = self._snapshot
-            for var, value in zip(self.model.weights, weights):
-                var.assign(value)
-            for var, value in zip(self.model.optimizer.variables, opt_values):
-                var.assign(value)
-            self._snapshot = None
+        # On JAX the epoch's state is synced by now; syncing again makes sure nothing stale
+        # overwrites the restore at the end of fit.
+        sync_model_state(self.model)
+        if self.error is None:
+            values = self._values()
+            if all(np.all(np.isfinite(a)) for a in values[0] if np.issubdtype(a.dtype, np.floating)):
+                self._snapshot = values  # the start of the next epoch
+                return
+            self._diverged(float("nan"))  # the epoch's last update left NaN weights behind
+            if logs is not None:
+                logs["loss"] = float("nan")  # so the table and checkpoints see a diverged epoch
+        weights, opt_values = self._snapshot
+        for var, value in zip(self.model.weights, weights):
+            var.assign(value)
+        for var, value in zip(self.model.optimizer.variables, opt_values):
+            var.assign(value)
 
     def on_train_end(self, logs=None):
         if self.error is not None and self.raise_error:

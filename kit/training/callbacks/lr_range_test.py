@@ -7,11 +7,26 @@ import warnings
 import keras
 import numpy as np
 
-from kit.training.optimizers import _schedule_error, set_learning_rate, sync_model_state
-from kit.training.schedules import _check_int, lr_range, smooth_losses, suggest_lr
+from kit.training.optimizers import schedule_error, set_learning_rate, sync_model_state
+from kit.training.schedules import check_int, lr_range, smooth_losses, suggest_lr
 
 # The test stops once the smoothed loss exceeds this multiple of its best (fastai's rule).
 DIVERGENCE_FACTOR = 4.0
+# Fewer finite points than this before the loss diverges: the curve has no valley to read.
+MIN_POINTS = 5
+
+
+def points_before_divergence(losses: list[float], stop_reason: str | None) -> int | None:
+    """Finite losses recorded before the test stopped on divergence; None when it did not diverge.
+
+    Example:
+    >>> points_before_divergence([2.3, 2.2, float("nan")], "non-finite")
+    2
+    """
+    if stop_reason not in ("diverged", "non-finite"):
+        return None
+    # The last point is the one that diverged (4x the best, or NaN/inf after it).
+    return sum(1 for x in losses[:-1] if math.isfinite(x))
 
 
 def epochs_needed(num_it: int, steps_per_epoch: int) -> int:
@@ -25,8 +40,8 @@ def epochs_needed(num_it: int, steps_per_epoch: int) -> int:
         num_it: Integer >= 1. Batches the test needs.
         steps_per_epoch: Integer >= 1. Batches per epoch.
     """
-    num_it = _check_int("num_it", num_it, 1)
-    steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, 1)
+    num_it = check_int("num_it", num_it, 1)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
     return -(-num_it // steps_per_epoch)
 
 
@@ -98,7 +113,7 @@ class LRRangeTest(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._reset()
-        error = _schedule_error(self.model.optimizer)
+        error = schedule_error(self.model.optimizer)
         if error is not None:
             raise error
         if self.restore:
@@ -149,7 +164,21 @@ class LRRangeTest(keras.callbacks.Callback):
         if self.stop_reason is not None:
             self.model.stop_training = True
 
+    @property
+    def reliable(self) -> bool:
+        """False when the loss diverged after fewer than MIN_POINTS finite points: no curve to read."""
+        n = points_before_divergence(self.losses, self.stop_reason)
+        return n is None or n >= MIN_POINTS
+
     def on_train_end(self, logs=None):
+        n = points_before_divergence(self.losses, self.stop_reason)
+        if n is not None and n < MIN_POINTS and len(self.lrs) > 1:
+            warnings.warn(
+                f"LRRangeTest: the loss diverged after only {n} finite point(s) (at lr={self.lrs[-1]:g}); the "
+                f"suggestion is a guess. Start lower: start_lr={self.start_lr / 100:g}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self.stop_reason is None and len(self.lrs) < self.num_it:
             warnings.warn(
                 f"LRRangeTest: the data ended after {len(self.lrs)} of num_it={self.num_it} batches. "
@@ -202,8 +231,8 @@ class LRRangeTest(keras.callbacks.Callback):
         """(lrs, smoothed) without the first n_skip and last n_skip_end points."""
         lrs, smoothed = np.asarray(self.lrs), np.asarray(self.smoothed)
         n = lrs.size
-        start = n // 10 if n_skip is None else _check_int("n_skip", n_skip, 0)
-        end = 5 if n_skip_end is None else _check_int("n_skip_end", n_skip_end, 0)
+        start = n // 10 if n_skip is None else check_int("n_skip", n_skip, 0)
+        end = 5 if n_skip_end is None else check_int("n_skip_end", n_skip_end, 0)
         if n - start - end < 2:
             # Too short a run to trim: keep everything rather than nothing.
             start, end = 0, 0

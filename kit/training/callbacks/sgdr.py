@@ -8,7 +8,7 @@ from collections.abc import Callable
 import keras
 
 from kit.training.optimizers import get_learning_rate, set_learning_rate, sync_model_state
-from kit.training.schedules import _check_int, sgdr_cycle, sgdr_lr
+from kit.training.schedules import check_int, sgdr_cycle, sgdr_lr
 
 WEIGHTS_SUFFIX = ".weights.h5"  # what keras.Model.save_weights insists on
 
@@ -21,7 +21,7 @@ def steps_per_epoch_of(callback: keras.callbacks.Callback, given: int | None) ->
             f"{type(callback).__name__} needs the number of batches per epoch, and fit does not know it "
             "for this data (e.g. a generator). Pass steps_per_epoch= to the callback. Received steps_per_epoch=None"
         )
-    return _check_int("steps_per_epoch", steps, 1)
+    return check_int("steps_per_epoch", steps, 1)
 
 
 def save_weights_atomically(model: keras.Model, path: str) -> None:
@@ -78,10 +78,10 @@ class SGDR(keras.callbacks.Callback):
         if on_cycle_end is not None and not callable(on_cycle_end):
             raise ValueError(f"`on_cycle_end` must be callable. Received on_cycle_end={on_cycle_end!r}")
         self.base_lr = base_lr
-        self.cycle_len = _check_int("cycle_len", cycle_len, 1)
-        self.cycle_mult = _check_int("cycle_mult", cycle_mult, 1)
+        self.cycle_len = check_int("cycle_len", cycle_len, 1)
+        self.cycle_mult = check_int("cycle_mult", cycle_mult, 1)
         self.min_lr = float(min_lr)
-        self.steps_per_epoch = None if steps_per_epoch is None else _check_int("steps_per_epoch", steps_per_epoch, 1)
+        self.steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, 1)
         self.cycle_save_name = cycle_save_name
         self.on_cycle_end = on_cycle_end
         self._reset()
