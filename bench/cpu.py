@@ -152,7 +152,7 @@ def _timed_fit(learn, n_epochs: int, steady: list[float]) -> float:
 
 def bench_fit_overhead(root: Path, arch: str, sz: int, bs: int, epochs: int, reps: int) -> list[str]:
     from kit.data import ImageClassifierData, tfms_from_model
-    from kit.training.learner import _loss
+    from kit.training.learner import nll_loss
 
     data = ImageClassifierData.from_paths(root, tfms=tfms_from_model(arch, sz), bs=bs, progress=False)
     learn = _learner(data, arch)
@@ -160,7 +160,7 @@ def bench_fit_overhead(root: Path, arch: str, sz: int, bs: int, epochs: int, rep
     # would; fed the same batches (same order: same seed) for the same epochs.
     twin = _learner(data, arch)
     bare = twin.model
-    bare.compile(optimizer=_sgd(), loss=_loss(), metrics=["accuracy"])
+    bare.compile(optimizer=_sgd(), loss=nll_loss(), metrics=["accuracy"])
     steady: list[float] = []
     calls = [0]
 
@@ -182,7 +182,7 @@ def bench_fit_overhead(root: Path, arch: str, sz: int, bs: int, epochs: int, rep
         twin.precompute = True  # same body weights and files: read back from the learner's cache
     acts = {s: np.load(learn.activation_path(s)) for s in ("train", "valid")}
     bare_head = twin.head
-    bare_head.compile(optimizer=_sgd(), loss=_loss(), metrics=["accuracy"])
+    bare_head.compile(optimizer=_sgd(), loss=nll_loss(), metrics=["accuracy"])
     head_n = 2 * epochs
 
     def bare_head_fit() -> float:

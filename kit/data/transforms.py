@@ -88,7 +88,6 @@ class Transforms:
 
     sz: int
     aug_tfms: tuple[Any, ...] = field(default_factory=tuple)
-    arch: str | None = None
 
     def augmentation(self, name: str = "augment", in_training: bool = True) -> Augment | None:
         """One fused `Augment` layer of all the augmentations (None when there are none).
@@ -132,5 +131,6 @@ def tfms_from_model(arch: Any, sz: int, aug_tfms: list | None = None, max_zoom: 
             raise ValueError(f"aug_tfms items must be kit transforms (e.g. RandomFlip()). Received {t!r}.")
     if max_zoom and max_zoom > 1:
         aug.append(RandomZoom(max_zoom))
-    name = arch if isinstance(arch, str) or arch is None else getattr(arch, "name", None)
-    return Transforms(sz, tuple(aug), name), Transforms(sz, (), name)
+    # `arch` is the lesson's argument; the kit needs nothing from it here, since every arch's own
+    # preprocessing runs inside its model.
+    return Transforms(sz, tuple(aug)), Transforms(sz, ())

@@ -40,7 +40,7 @@ DEFAULT_TTA_TFMS = (RandomFlip(), RandomZoom(1.1))
 PREDICT_CHUNK = 256
 
 
-def _loss():
+def nll_loss() -> keras.losses.Loss:
     # The head ends in log-softmax, and log_softmax(log p) = log p, so "from logits" on
     # log-probabilities is exactly the negative log-likelihood, computed stably.
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -254,7 +254,7 @@ class ConvLearner:
             set_learning_rate(model, base)
             return model
         opt = make_optimizer(self.opt, learning_rate=base, lr_multipliers=mult, momentum=self.momentum)
-        model.compile(optimizer=opt, loss=_loss(), metrics=["accuracy"], jit_compile=jit)
+        model.compile(optimizer=opt, loss=nll_loss(), metrics=["accuracy"], jit_compile=jit)
         opt.build(model.trainable_variables)
         self._compiled[id(model)] = (key, [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables])
         return model
