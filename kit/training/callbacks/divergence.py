@@ -31,6 +31,29 @@ def divergence_message(epoch: int, lr: float, loss: float) -> str:
     )
 
 
+def mutable_variables(model: keras.Model) -> list:
+    """The variables training can change: those of the trainable leaf layers (weights, BatchNorm
+    statistics). A frozen body is skipped, so the per-epoch snapshot stays small (the head's
+    weights, not ResNet50's 25M)."""
+    seen: set[int] = set()
+    out: list = []
+
+    def visit(layer) -> None:
+        subs = getattr(layer, "layers", None)
+        if subs:
+            for sub in subs:
+                visit(sub)
+            return
+        if layer.trainable:
+            for v in layer.weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+
+    visit(model)
+    return out
+
+
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops `fit` at the first non-finite batch loss and restores the weights of the epoch's start.
 
@@ -56,12 +79,15 @@ class DivergenceGuard(keras.callbacks.Callback):
     def _reset(self) -> None:
         self.error: DivergedError | None = None
         self._snapshot = None
+        self._mutable: list = []
         self._epoch = 0
 
     def _values(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         opt = self.model.optimizer
+        if self._snapshot is None:
+            self._mutable = mutable_variables(self.model)
         return (
-            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.model.weights],
+            [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self._mutable],
             [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in (opt.variables if opt is not None else [])],
         )
 
@@ -99,7 +125,7 @@ class DivergenceGuard(keras.callbacks.Callback):
             if logs is not None:
                 logs["loss"] = float("nan")  # so the table and checkpoints see a diverged epoch
         weights, opt_values = self._snapshot
-        for var, value in zip(self.model.weights, weights):
+        for var, value in zip(self._mutable, weights):
             var.assign(value)
         for var, value in zip(self.model.optimizer.variables, opt_values):
             var.assign(value)
