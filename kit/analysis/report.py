@@ -94,9 +94,10 @@ code, pre { font-size: 0.9em; }
 """
 
 
-def _save_figure(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
+    """Writes `fig` as a PNG atomically (rendered in memory, then `kit.io.atomic_write`)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=dpi)
     atomic_write(path, buf.getvalue())
 
 
@@ -215,7 +216,7 @@ def write_report(
     sections: dict[str, list[tuple[str, str]]] = {"Confusion matrix": [], "Learning rate finder": [], "Predictions": []}
 
     def save(fig: Figure, name: str, caption: str, section: str = "Predictions") -> None:
-        _save_figure(fig, run_dir / name)
+        save_figure(fig, run_dir / name)
         sections[section].append((name, caption))
 
     save(interp.plot_confusion_matrix(False), "confusion_matrix.png", "Confusion matrix (counts)", "Confusion matrix")

@@ -16,7 +16,7 @@ from kit.env import work_dir_for
 from kit.jobs.config import TrainConfig, config_from_dict
 from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on, transforms_top_down
 from kit.run import Predictions, RunFolder
-from kit.training.callbacks.checkpoint import EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint
+from kit.training.callbacks.checkpoint import EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint, read_checkpoint_state
 from kit.training.learner import ConvLearner
 from kit.training.schedules import sgdr_total_epochs
 
@@ -84,16 +84,11 @@ def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> float:
             f"lr_find's loss diverged within a few batches even from start_lr={start * 100:g}, so its suggestion "
             "would be a guess: set the rate with --lr (or lr in --config), and check the data and the model."
         )
-    save_figure(learn.sched.plot(), run.lr_find_png)
-    save_figure(learn.sched.plot_lr(), run.lr_schedule_png)
+    from kit.analysis.report import save_figure
+
+    save_figure(learn.sched.plot(), run.lr_find_png, dpi=90)
+    save_figure(learn.sched.plot_lr(), run.lr_schedule_png, dpi=90)
     return float(lr)
-
-
-def save_figure(fig, path: Path, dpi: int = 90) -> None:
-    from kit.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 @dataclass
@@ -238,7 +233,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
         val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose, checkpoint_dir=run.checkpoint_dir, resume=ckpt)
     except KeyboardInterrupt as e:
         done = checkpoint_file(run.checkpoint_dir).is_file()
-        raise TrainingInterrupted(run, read_checkpoint(run.checkpoint_dir)[0]["history"][-1]["epoch"] if done else None) from e
+        raise TrainingInterrupted(run, read_checkpoint_state(run.checkpoint_dir)["history"][-1]["epoch"] if done else None) from e
     learn.save(run.weights_file)
     save_predictions(learn, cfg, run)
     run.write_history({"lr": lr, "history": learn.history, "val_loss": val_loss, "val_accuracy": acc})

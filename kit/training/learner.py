@@ -274,8 +274,12 @@ class ConvLearner:
         """Log-probabilities of a split through the compiled predict function, batches of one shape."""
         if self.precompute:
             return self._predict(self.head, Batches(self._act[split], None, self.data.bs, fixed=True))
+        return self._predict(self.model, self._image_batches(split))
+
+    def _image_batches(self, split: str) -> Batches:
+        """A split's images in file order, in batches of one shape (the compiled predict's)."""
         s = self.data.split(split)
-        return self._predict(self.model, Batches(s.images, None, self.data.bs, rows=s.rows, fixed=True))
+        return Batches(s.images, None, self.data.bs, rows=s.rows, fixed=True)
 
     @staticmethod
     def _predict(model: keras.Model, batches: Batches) -> np.ndarray:
@@ -461,11 +465,11 @@ class ConvLearner:
             raise ValueError("TTA(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test').")
         split = "test" if is_test else "valid"
         passes = [self._predict_split(split)]
+        batches = self._image_batches(split)
         # The augmentation layer inside the model, switched on: the same compiled predict function.
         with self.augment.at_inference():
             for _ in tqdm(range(n_aug), desc="TTA", leave=False, disable=n_aug == 0):
-                s = self.data.split(split)
-                passes.append(self._predict(self.model, Batches(s.images, None, self.data.bs, rows=s.rows, fixed=True)))
+                passes.append(self._predict(self.model, batches))
         y = None if is_test else self.data.val_y
         return np.stack(passes), y
 

@@ -83,12 +83,22 @@ def write_checkpoint(directory: str | os.PathLike, state: dict[str, Any], model_
     return atomic_write(checkpoint_file(directory), buf.getvalue())
 
 
-def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
-    """(state, model variable values, optimizer variable values) of the last checkpoint."""
+def _open_checkpoint(directory: str | os.PathLike):
     path = checkpoint_file(directory)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint {path}: no epoch finished in that run, so there is nothing to resume.")
-    with np.load(path) as z:
+    return np.load(path)
+
+
+def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
+    """The JSON record of the last checkpoint alone (the npz reads only that member, not the weights)."""
+    with _open_checkpoint(directory) as z:
+        return json.loads(str(z["state"]))
+
+
+def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """(state, model variable values, optimizer variable values) of the last checkpoint."""
+    with _open_checkpoint(directory) as z:
         n_model = sum(1 for k in z.files if k.startswith("model_"))
         n_opt = sum(1 for k in z.files if k.startswith("opt_"))
         return json.loads(str(z["state"])), [z[f"model_{i}"] for i in range(n_model)], [z[f"opt_{i}"] for i in range(n_opt)]
