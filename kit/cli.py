@@ -5,7 +5,7 @@
     kit analyze  [-c SLUG] [--data-dir DIR]
     kit train|analyze --folder PATH [--work-dir DIR]   (any class-folder tree instead of a competition)
     kit predict  [--run RUN] [--folder PATH | -c SLUG] [-o CSV] FILE_OR_FOLDER...
-    kit real     [--folder PATH] [--work-dir DIR] [--quick]   (the recipe on real photos: `make real`)
+    kit real     [--folder PATH] [--work-dir DIR] [--quick] [--seed N] [--size PX]   (the recipe on real photos: `make real`)
     kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run]
     kit demo     (the offline digits demo, end to end)
     kit list     (known competitions)
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", default=None, help="the photos, train/<class>/ and valid/<class>/ (default: ../shared/dogscats)")
     p.add_argument("--work-dir", default=None, help="caches and the run (default: the folder when writable, else the kit's user cache)")
     p.add_argument("--quick", action="store_true", help="20 photos per class at 64 px, one epoch a stage: a smoke test")
+    p.add_argument("--seed", type=int, default=None, help="the random seed (default: the recipe's, 42); README lists four")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the recipe's, 288)")
 
     sub.add_parser("list", help="known competitions")
     return parser
@@ -184,7 +186,8 @@ def _predict(a: argparse.Namespace) -> None:
 def _real(a: argparse.Namespace) -> None:
     from kit.jobs.real import DEFAULT_FOLDER, run_real
 
-    result = run_real(a.folder or DEFAULT_FOLDER, work_dir=a.work_dir, quick=a.quick)
+    overrides = {k: v for k, v in (("seed", a.seed), ("size", a.size)) if v is not None}
+    result = run_real(a.folder or DEFAULT_FOLDER, work_dir=a.work_dir, quick=a.quick, **overrides)
     print(result.details)
     print(result.summary)  # the last line, as `make real` promises
 

@@ -16,7 +16,7 @@ EXPECTED = {
     "machine": {"backend", "platform", "dtype_policy", "cores", "versions"},
     "photos": {"images", "seconds"},
     "decode_bound": {"images", "processes", "img_per_s"},
-    "precompute": {"images", "decode_s", "body_s", "img_per_s", "vs_decode_bound", "target"},
+    "precompute": {"images", "seconds", "decode_s", "after_decode_s", "overlapped", "img_per_s", "vs_decode_bound", "target", "decode_vs_bound"},
     "head_epochs": {"epochs", "epoch_s"},
     "unfrozen_epoch": {"images", "img_per_s", "vs_synthetic", "target", "augmentation", "jit_compile"},
     "synthetic_uint8": {"images", "img_per_s"},

@@ -33,3 +33,25 @@ def test_tensorflow_start_up_lines_are_quieted():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "absl::InitializeLog" not in out.stderr and "cpu_feature_guard" not in out.stderr, out.stderr
+
+
+def test_real_passes_seed_and_size_to_the_recipe(monkeypatch, capsys):
+    import kit.jobs.real as real
+    from kit.cli import main
+
+    seen = {}
+
+    class Result:
+        details, summary = "details", "real: summary"
+
+    def fake_run_real(folder, **kw):
+        seen.update(kw, folder=folder)
+        return Result()
+
+    monkeypatch.setattr(real, "run_real", fake_run_real)
+    assert main(["real", "--folder", "photos", "--seed", "7", "--size", "256"]) in (0, None)
+    assert seen == {"folder": "photos", "work_dir": None, "quick": False, "seed": 7, "size": 256}
+    seen.clear()
+    main(["real", "--folder", "photos"])
+    assert seen == {"folder": "photos", "work_dir": None, "quick": False}  # no flag: the recipe's own
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "real: summary"

@@ -4,11 +4,12 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from helpers.images import make_folders
 from kit.data import ImageClassifierData, ImageDecodeError, load_image, tfms_from_model, transforms_side_on
 from kit.data.cache import decode_cached
+from kit.data.images import resize_center_crop
 
 pytestmark = pytest.mark.backends
 SZ = 32
@@ -88,6 +89,22 @@ def test_odd_images_decode(tmp_path):
         assert out.shape == (SZ, SZ, 3) and out.dtype == np.uint8, f
     deep = load_image(tmp_path / "deep.png", SZ)
     assert deep.max() > 200 and deep.min() < 50  # 16-bit rescaled, not clipped to white
+
+
+def test_exif_orientation_turns_the_photo_as_pillow_does(tmp_path):
+    rgb = np.zeros((30, 50, 3), dtype=np.uint8)
+    rgb[:, :25] = (250, 0, 0)  # left half red: a quarter turn moves it to the top or the bottom
+    for orientation in (1, 3, 6):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(rgb).save(tmp_path / f"o{orientation}.jpg", exif=exif, quality=95)
+    for orientation in (1, 3, 6):
+        f = tmp_path / f"o{orientation}.jpg"
+        with Image.open(f) as img:
+            want = resize_center_crop(ImageOps.exif_transpose(img).convert("RGB"), SZ)
+        assert np.array_equal(load_image(f, SZ), want), orientation
+    upright, turned = load_image(tmp_path / "o1.jpg", SZ), load_image(tmp_path / "o6.jpg", SZ)
+    assert upright[:, :8, 0].mean() > 200 and turned[:8, :, 0].mean() > 200 and turned[-8:, :, 0].mean() < 50
 
 
 def test_corrupt_images_are_skipped_with_one_warning(tmp_path):

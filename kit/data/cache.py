@@ -8,7 +8,9 @@ caches of the split's earlier file lists are removed then.
 
 Writing goes through ordinary file I/O into a file preallocated to its full size (a full disk is an
 `OSError` before any decoding, never a SIGBUS from a memory map of a sparse file); reading is a
-read-only memory map.
+read-only memory map. `start_decoding` returns while worker processes write (one pool for every
+split); each split's `DecodeJob` (`kit.data.decode_job`) hands out its chunks as they land and then
+the finished cache. `decode_cached` is the same, waited for.
 """
 from __future__ import annotations
 
@@ -22,14 +24,12 @@ import os
 import re
 import sys
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from kit.data.decode_job import DecodeJob, DecodePool
 from kit.data.images import decode_into, pwrite_all
 from kit.io import NotEnoughSpaceError, atomic_path, ensure_free_space, free_bytes
 
@@ -155,34 +155,6 @@ def _preallocate(path: Path, header: bytes, size: int) -> None:
         os.close(fd)
 
 
-def _decode_all(files: list[Path], sz: int, out: Path, header_len: int, desc: str, num_workers: int | None, progress: bool) -> list[tuple[int, str]]:
-    """Decodes `files` into the rows of the preallocated `out`, in worker processes; returns the failures."""
-    workers = default_workers() if num_workers is None else num_workers
-    per = chunk_size(len(files), workers)
-    chunks = [(i, [str(f) for f in files[i : i + per]]) for i in range(0, len(files), per)]
-    failures: list[tuple[int, str]] = []
-    with tqdm(total=len(files), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:
-            for start, paths in chunks:
-                failures += decode_into(paths, sz, str(out), start, header_len)
-                bar.update(len(paths))
-            return failures
-        pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
-        try:
-            futures = [(len(p), pool.submit(decode_into, p, sz, str(out), s, header_len)) for s, p in chunks]
-            for n, fut in futures:
-                failures += fut.result()  # a worker's OSError (a full disk) is raised here, as it is
-                bar.update(n)
-        except BrokenProcessPool as e:
-            raise RuntimeError(
-                f"A decoding worker died while writing the image cache in {out.parent} (out of memory, or "
-                f"killed by a signal); nothing was cached. num_workers=1 decodes in this process instead."
-            ) from e
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    return failures
-
-
 def _prune(cache_dir: Path, name: str, sz: int, keep: str, before: float) -> None:
     """Removes this split's caches at this size for other file lists, and the activations computed from them.
 
@@ -201,6 +173,111 @@ def _prune(cache_dir: Path, name: str, sz: int, keep: str, before: float) -> Non
         for q in [p, *cache_dir.glob(f"act_*_{m['key']}*.npy")]:
             with contextlib.suppress(FileNotFoundError):
                 q.unlink()
+
+
+def _cache_error(e: BaseException, cache_dir: Path, need: int, what: str) -> BaseException:
+    """The error a failed decode raises: a dead worker and a full disk named as such, others as they are."""
+    if isinstance(e, BrokenProcessPool):
+        error: BaseException = RuntimeError(
+            f"A decoding worker died while writing the image cache in {cache_dir} (out of memory, or "
+            f"killed by a signal); nothing was cached. num_workers=1 decodes in this process instead."
+        )
+    elif isinstance(e, OSError) and e.errno in NO_ROOM_ERRNOS and not isinstance(e, NotEnoughSpaceError):
+        error = NotEnoughSpaceError(cache_dir, need, _room(cache_dir), what)
+    else:
+        return e
+    error.__cause__ = e
+    return error
+
+
+def _open_job(name: str, files: list[Path], sz: int, cache_dir: Path, workers: int) -> DecodeJob:
+    """The split's cache read from disk (a finished job), or a new one preallocated under a temporary name."""
+    key = files_key(files, sz)
+    final = cache_dir / f"{name}_{sz}px_{key}.npy"
+    ok_path = final.with_suffix(".ok.npy")
+    with contextlib.suppress(FileNotFoundError):  # removed in between by a concurrent run: rebuild it
+        if final.exists() and ok_path.exists():
+            return DecodeJob.finished(name, np.load(final, mmap_mode="r"), np.load(ok_path))
+
+    began = time.time()
+    shape = (len(files), sz, sz, 3)
+    header = _npy_header(shape, np.uint8)
+    size = len(header) + int(np.prod(shape))
+    need = size + len(_npy_header((len(files),), np.bool_)) + len(files)
+    what = f"the '{name}' image cache ({len(files)} images at {sz}px)"
+    ensure_free_space(cache_dir, need, what)
+    # The temporary file lives as long as the job, across threads: the stack closes it (renaming it
+    # to `final`) once every chunk has landed, or unwinds it (removing it) on the first error.
+    stack = contextlib.ExitStack()
+    tmp = stack.enter_context(atomic_path(final))
+
+    def discard(e: BaseException) -> BaseException:
+        stack.__exit__(type(e), e, e.__traceback__)
+        return _cache_error(e, cache_dir, need, what)
+
+    def publish(ok: np.ndarray) -> np.ndarray:
+        with atomic_path(ok_path) as ok_tmp:
+            np.save(ok_tmp, ok)
+        stack.close()
+        _prune(cache_dir, name, sz, key, began)
+        return np.load(final, mmap_mode="r")
+
+    try:
+        _preallocate(tmp, header, size)
+    except BaseException as e:
+        error = discard(e)
+        if error is e:
+            raise
+        raise error from e
+    per = chunk_size(len(files), workers)
+    plan = [(i, [str(f) for f in files[i : i + per]]) for i in range(0, len(files), per)]
+    return DecodeJob(name, len(files), sz, plan, tmp, len(header), publish, discard)
+
+
+def start_decoding(
+    splits: list[tuple[str, list[Path]]],
+    sz: int,
+    cache_dir: Path,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> list[DecodeJob]:
+    """Starts decoding each (name, files) into its uint8 cache; returns their DecodeJobs, in order.
+
+    A cache on disk is a finished job. A split of at least MIN_FILES_FOR_POOL files decodes in worker
+    processes, one pool for all such splits (their chunks queued split after split), and this returns
+    while they work; a smaller split, or num_workers=1, is decoded here before it returns. Every
+    cache is preallocated first, so a full disk is raised here, before any decoding.
+
+    Example:
+        trn, val = start_decoding([("train", trn_files), ("valid", val_files)], 224, Path("tmp"))
+        images, ok = trn.result()   # waits for the train cache
+
+    Raises:
+        NotEnoughSpaceError: an OSError naming `cache_dir`, the bytes needed and the bytes free.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    workers = default_workers() if num_workers is None else num_workers
+    jobs: list[DecodeJob] = []
+    try:
+        for name, files in splits:
+            jobs.append(_open_job(name, [Path(f) for f in files], sz, cache_dir, workers))
+    except BaseException as e:
+        for job in jobs:
+            job.fail(e)  # removes the temporary files already made
+        raise
+    pooled = [j for j in jobs if not j.done and workers > 1 and j.n >= MIN_FILES_FOR_POOL]
+    if pooled:
+        DecodePool(pooled, workers, _pool_context(), f"decode {'+'.join(j.name for j in pooled)} {sz}px", progress)
+    try:
+        for job in jobs:
+            if not job.done and job not in pooled:
+                job.run_here(f"decode {job.name} {sz}px", progress)
+    except BaseException:
+        if pooled:
+            pooled[0].cancel()  # Ctrl-C: the pool stops too
+        raise
+    return jobs
 
 
 def decode_cached(
@@ -222,37 +299,4 @@ def decode_cached(
         NotEnoughSpaceError: an OSError naming `cache_dir`, the bytes needed and the bytes free,
             raised before decoding when the disk has no room, or if a write still fails.
     """
-    files = [Path(f) for f in files]
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = files_key(files, sz)
-    final = cache_dir / f"{name}_{sz}px_{key}.npy"
-    ok_path = final.with_suffix(".ok.npy")
-    with contextlib.suppress(FileNotFoundError):  # removed in between by a concurrent run: rebuild it
-        if final.exists() and ok_path.exists():
-            return np.load(final, mmap_mode="r"), np.load(ok_path)
-
-    began = time.time()
-    shape = (len(files), sz, sz, 3)
-    header = _npy_header(shape, np.uint8)
-    size = len(header) + int(np.prod(shape))
-    need = size + len(_npy_header((len(files),), np.bool_)) + len(files)
-    what = f"the '{name}' image cache ({len(files)} images at {sz}px)"
-    ensure_free_space(cache_dir, need, what)
-    try:
-        with atomic_path(final) as tmp:
-            _preallocate(tmp, header, size)
-            failures = _decode_all(files, sz, tmp, len(header), f"decode {name} {sz}px", num_workers, progress)
-            ok = np.ones(len(files), dtype=bool)
-            ok[[i for i, _ in failures]] = False
-            with atomic_path(ok_path) as ok_tmp:
-                np.save(ok_tmp, ok)
-    except OSError as e:
-        if e.errno in NO_ROOM_ERRNOS and not isinstance(e, NotEnoughSpaceError):
-            raise NotEnoughSpaceError(cache_dir, need, _room(cache_dir), what) from e
-        raise
-    _prune(cache_dir, name, sz, key, began)
-    if failures:
-        listing = "\n  ".join(msg for _, msg in sorted(failures))
-        warnings.warn(f"Skipped {len(failures)} of {len(files)} images that could not be decoded:\n  {listing}", stacklevel=2)
-    return np.load(final, mmap_mode="r"), ok
+    return start_decoding([(name, files)], sz, cache_dir, num_workers, progress)[0].result()

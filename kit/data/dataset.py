@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
+import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from kit.data.cache import decode_cached, default_workers, pixels_key
+from kit.data.cache import default_workers, pixels_key, start_decoding
+from kit.data.decode_job import DecodeJob
 from kit.data.files import check_same_classes, read_class_folders, read_flat_folder
 from kit.data.transforms import Transforms
 
@@ -64,19 +65,57 @@ class Batches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
-@dataclass
 class Split:
     """One split's files, labels (None for test) and decoded images.
 
     `images` is the whole decoded uint8 memmap; `rows` are its rows that belong to the split (files
-    that failed to decode are left out), aligned with `files` and `y`.
+    that failed to decode are left out), aligned with `files` and `y`. While worker processes still
+    decode the split (`decoding`, its `DecodeJob`), reading any of these, or `len`, waits for them.
     """
 
-    name: str
-    files: list[Path]
-    y: np.ndarray | None
-    images: np.ndarray
-    rows: np.ndarray
+    def __init__(self, name: str, files: list[Path], y: np.ndarray | None, images: np.ndarray | None, rows: np.ndarray | None):
+        self.name = name
+        self._files, self._y, self._images, self._rows = files, y, images, rows
+        self.job: DecodeJob | None = None  # the decode that made `images`, kept for its timings
+        self._lock = threading.Lock()
+        self._pending: tuple[Path, list[str] | None] | None = None
+
+    @classmethod
+    def from_job(cls, job: DecodeJob, files: list[Path], y: np.ndarray | None, folder: Path, classes: list[str] | None) -> "Split":
+        """The split `job` decodes: its rows, files and labels are known once the job ends."""
+        s = cls(job.name, files, y, None, None)
+        s.job, s._pending = job, (folder, classes)
+        return s
+
+    @property
+    def decoding(self) -> DecodeJob | None:
+        """The job still writing this split's images, or None once they are all on disk."""
+        job = self.job
+        return job if job is not None and not job.done else None
+
+    def _ready(self) -> "Split":
+        with self._lock:
+            if self._pending is not None:
+                self._keep(*self._pending)
+                self._pending = None
+        return self
+
+    def _keep(self, folder: Path, classes: list[str] | None) -> None:
+        images, ok = self.job.result()  # waits; raises the decode's error; warns about skipped files
+        keep = np.flatnonzero(ok)
+        if len(keep) == 0:
+            raise ValueError(f"No image of the '{self.name}' split could be decoded ({len(self._files)} files in {folder}).")
+        self._files = [self._files[i] for i in keep]
+        self._y = None if self._y is None else self._y[keep]
+        self._images, self._rows = images, keep
+        missing = sorted(set(range(len(classes))) - set(np.unique(self._y).tolist())) if classes and self._y is not None else []
+        if missing:
+            warnings.warn(f"Split '{self.name}' has no decodable image of classes {[classes[i] for i in missing]}.", stacklevel=4)
+
+    files = property(lambda self: self._ready()._files)
+    y = property(lambda self: self._ready()._y)
+    images = property(lambda self: self._ready()._images)
+    rows = property(lambda self: self._ready()._rows)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -108,6 +147,8 @@ class ImageClassifierData:
     Images are decoded once, in parallel worker processes, into a uint8 cache under `path/tmp/`
     (`work_dir/tmp/` when `path` is read-only; reused by later runs) and fed to the model as uint8
     batches; files that cannot be decoded are left out of their split with one warning that lists them.
+    `from_paths` returns while the workers decode: what needs a split's images, files or labels waits
+    for them, and `ConvLearner.pretrained(..., precompute=True)` runs the body on them as they land.
     """
 
     def __init__(self, path: Path, classes: list[str], trn: Split, val: Split, test: Split | None, tfms: tuple[Transforms, Transforms], bs: int, num_workers: int, work_dir: Path | None = None, tmp_dir: Path | None = None):
@@ -207,7 +248,7 @@ class ImageClassifierData:
             bs: int. Batch size.
             trn_name, val_name: str. Folder names of the training and validation splits.
             test_name: str or None. A flat folder of unlabelled test images.
-            num_workers: int. Decoding processes (default: every core).
+            num_workers: int. Decoding processes (default: every core); 1 decodes here, before returning.
             progress: bool. Show a progress bar while decoding.
             work_dir: str, Path or None. Where the decoded images (`tmp/`) and saved models (`models/`)
                 go. Default: `path` when writable, else a folder of the kit's user cache
@@ -237,20 +278,16 @@ class ImageClassifierData:
         test_files = read_flat_folder(path / test_name) if test_name else None
         sz = tfms[1].sz
 
-        def load(name: str, files: list[Path], y: np.ndarray | None) -> Split:
-            images, ok = decode_cached(files, sz, tmp, name=name, num_workers=workers, progress=progress)
-            keep = np.flatnonzero(ok)
-            if len(keep) == 0:
-                raise ValueError(f"No image of the '{name}' split could be decoded ({len(files)} files in {path / name}).")
-            return Split(name, [files[i] for i in keep], None if y is None else y[keep], images, keep)
-
-        trn = load(trn_name, trn_files, trn_y)
-        val = load(val_name, val_files, val_y)
-        test = load(test_name, test_files, None) if test_files is not None else None
-        for s in (trn, val):
-            missing = sorted(set(range(len(classes))) - set(np.unique(s.y).tolist()))
-            if missing:
-                warnings.warn(f"Split '{s.name}' has no decodable image of classes {[classes[i] for i in missing]}.", stacklevel=2)
+        wanted = [(trn_name, trn_files, trn_y, classes), (val_name, val_files, val_y, classes)]
+        if test_files is not None:
+            wanted.append((test_name, test_files, None, None))
+        jobs = start_decoding([(name, files) for name, files, _, _ in wanted], sz, tmp, num_workers=workers, progress=progress)
+        splits = [Split.from_job(job, files, y, path / name, cls_) for job, (name, files, y, cls_) in zip(jobs, wanted)]
+        for s in splits:
+            if s.decoding is None:
+                s._ready()  # decoded already: its warnings and errors come from here, as they always did
+        trn, val = splits[:2]
+        test = splits[2] if test_files is not None else None
         return cls(path, classes, trn, val, test, tfms, bs, workers, work_dir=work, tmp_dir=tmp)
 
     @classmethod

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
+EXIF_ORIENTATION = 0x0112  # the EXIF tag (or XMP tiff:Orientation, which getexif reads too) saying how to turn a photo
 
 
 class ImageDecodeError(ValueError):
@@ -68,7 +69,9 @@ def load_image(path: str | Path, sz: int) -> np.ndarray:
                 if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                     img.draft(img.mode, (sz, sz))
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                # exif_transpose copies even a photo it leaves as it is: asked only when one must turn.
+                if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                    img = ImageOps.exif_transpose(img)
                 img = _to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageDecodeError(f"Cannot decode image {path}: {_reason(path, e)}") from e

@@ -21,6 +21,7 @@ from kit.training.callbacks.lr_range_test import LRRangeTest
 from kit.training.callbacks.progress import EpochTable
 from kit.training.callbacks.sgdr import SGDR
 from kit.data.dataset import Batches, ImageClassifierData
+from kit.data.decode_job import DecodeJob
 from kit.data.images import decode_files
 from kit.io import atomic_path
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
@@ -105,7 +106,8 @@ class ConvLearner:
             arch: `resnet50` (default in the kit), another kit arch, its name, or any
                 keras.applications constructor.
             data: ImageClassifierData.
-            precompute: bool. Run the frozen body once and train the head on cached activations.
+            precompute: bool. Run the frozen body once and train the head on cached activations;
+                while `data`'s workers still decode, the body runs on each chunk as it lands.
             weights: "imagenet", None (random) or a weights file path.
             ps: float or list. Dropout of the head's layers (default 0.25, then 0.5 before the last).
             xtra_fc: list of int. Hidden layer widths of the head (default [512]).
@@ -177,10 +179,10 @@ class ConvLearner:
         if value and self._frozen_to < len(self.layer_groups) - 1:
             raise ValueError("precompute=True needs a frozen body: call learn.freeze() first.")
         if value:
-            self.data.warn_vanished()
             digest = self._body_digest()  # hashing the body's weights once, not once per split
             # All or nothing: the learner switches only once every split's activations are there.
             self._act = {name: self._activations(name, digest) for name in ("train", "valid", "test") if self._has(name)}
+            self.data.warn_vanished()  # after: it needs every split's kept files, so waits for their decode
         self._precompute = bool(value)
 
     def _has(self, split: str) -> bool:
@@ -199,6 +201,9 @@ class ConvLearner:
         return self.data.tmp_dir / f"act_{self.arch.name}_{digest or self._body_digest()}_{split}_{key}.npy"
 
     def _activations(self, split: str, digest: str) -> np.ndarray:
+        job = self.data.split(split).decoding
+        if job is not None:
+            return self._activations_while_decoding(split, digest, job)
         path = self.activation_path(split, digest)
         if path.exists():
             return np.load(path)
@@ -209,6 +214,28 @@ class ConvLearner:
             out = np.asarray(keras.ops.convert_to_numpy(self._features_step(batches[b][0])), dtype=np.float32)
             feats[i : i + len(out)] = out
             i += len(out)
+        return self._save_activations(path, feats)
+
+    def _activations_while_decoding(self, split: str, digest: str, job: DecodeJob) -> np.ndarray:
+        """Runs the body on the split's chunks as the decoding workers deliver them (in the order they land).
+
+        The body compiles on the first batch while the workers go on decoding. Rows are the cache's (all
+        files); once the job ends, the split's kept rows are saved, as the plain pass would have.
+        """
+        feats = np.zeros((job.n, self.features_model.output.shape[-1]), dtype=np.float32)
+        steps = math.ceil(job.n / self.data.bs)
+        try:
+            for rows, xb in tqdm(job.ready_batches(self.data.bs), total=steps, desc=f"precompute {split}", unit="batch", leave=False):
+                feats[rows] = np.asarray(self._features_step(xb), dtype=np.float32)
+        except KeyboardInterrupt:
+            job.cancel()  # Ctrl-C stops the decoding workers too
+            raise
+        keep = self.data.split(split).rows  # the decode's error, if any, is raised here: nothing is saved
+        feats = feats if len(keep) == job.n else feats[keep]
+        return self._save_activations(self.activation_path(split, digest), feats)
+
+    @staticmethod
+    def _save_activations(path: Path, feats: np.ndarray) -> np.ndarray:
         with atomic_path(path, need=feats.nbytes, what=f"the activations {path.name}") as tmp:
             np.save(tmp, feats)
         return feats
