@@ -211,7 +211,7 @@ class ConvLearner:
         feats = np.empty((len(self.data.split(split)), self.features_model.output.shape[-1]), dtype=np.float32)
         i = 0
         for b in tqdm(range(len(batches)), desc=f"precompute {split}", unit="batch", leave=False):
-            out = np.asarray(keras.ops.convert_to_numpy(self._features_step(batches[b][0])), dtype=np.float32)
+            out = np.asarray(self._features_step(batches[b][0]), dtype=np.float32)  # numpy already
             feats[i : i + len(out)] = out
             i += len(out)
         return self._save_activations(path, feats)

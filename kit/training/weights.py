@@ -46,14 +46,14 @@ def weights_bytes(model: keras.Model) -> bytes:
     return buf.getvalue()
 
 
+def is_finite(a: np.ndarray) -> bool:
+    """Whether a variable's values hold no NaN or infinity (integer counters always do)."""
+    return not np.issubdtype(a.dtype, np.floating) or bool(np.all(np.isfinite(a)))
+
+
 def non_finite_weights(model: keras.Model) -> list[str]:
     """Paths of the model's weights that hold NaN or infinity (empty when all are finite)."""
-    bad = []
-    for v in model.weights:
-        a = np.asarray(keras.ops.convert_to_numpy(v))
-        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-            bad.append(v.path)
-    return bad
+    return [v.path for v in model.weights if not is_finite(np.asarray(keras.ops.convert_to_numpy(v)))]
 
 
 def check_finite(model: keras.Model, what: str = "the weights") -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from kit.io import atomic_write, finite_json
 from kit.training.callbacks.progress import epoch_row
 from kit.training.optimizers import sync_model_state
+from kit.training.weights import is_finite
 
 CHECKPOINT_FILE = "last.npz"
 
@@ -163,7 +164,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return  # a diverged epoch: keep the last good checkpoint
         sync_model_state(self.model)
         model_values, opt_values = _values((self.variables_of or self.model).variables), _values(self.model.optimizer.variables)
-        if not all(np.all(np.isfinite(a)) for a in model_values if np.issubdtype(a.dtype, np.floating)):
+        if not all(map(is_finite, model_values)):
             return  # the epoch's last update diverged: never checkpoint NaN weights
         self.rows.append(epoch_row(self.start_epoch + epoch, logs))
         state = {**self.state, "epoch": epoch + 1, "history": self.history + self.rows, "rng": rng_state()}

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from kit.training.optimizers import get_learning_rate, sync_model_state
+from kit.training.weights import is_finite
 
 
 class DivergedError(FloatingPointError):
@@ -118,7 +119,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         sync_model_state(self.model)
         if self.error is None:
             values = self._values()
-            if all(np.all(np.isfinite(a)) for a in values[0] if np.issubdtype(a.dtype, np.floating)):
+            if all(map(is_finite, values[0])):
                 self._snapshot = values  # the start of the next epoch
                 return
             self._diverged(float("nan"))  # the epoch's last update left NaN weights behind
