@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bs", type=int, default=None, help="batch size (default 64)")
     p.add_argument("--sample", action="store_true", default=None, help="train on sample/ for a quick look")
     p.add_argument("--devices", default=None, type=_devices_arg, help="auto (every GPU/TPU; default) or N (the first N): data-parallel on JAX and TensorFlow; --bs stays the global batch")
+    p.add_argument("--mixed-precision", default=None, metavar="POLICY",
+                   help="auto (bf16 on A100/H100, fp16 on T4/V100/P100, float32 on CPUs; default), bf16, fp16 or float32")
     p.add_argument("--config", default=None, help="JSON or TOML file of TrainConfig fields; flags override it")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
                    help="continue an interrupted run from its last epoch's checkpoint, with its own config (default: the newest unfinished run)")
@@ -123,7 +125,7 @@ def _train(a: argparse.Namespace) -> None:
     cfg = load_config(
         a.config, competition=a.competition, arch=a.arch, weights=a.weights, size=a.size, epochs=a.epochs,
         lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample, devices=a.devices, folder=_source(a), work_dir=a.work_dir,
-        data_dir=a.data_dir,
+        data_dir=a.data_dir, mixed_precision=a.mixed_precision,
     )
     try:
         run = train(cfg, data_dir_or_default(cfg.data_dir), resume=a.resume)

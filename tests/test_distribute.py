@@ -1,8 +1,10 @@
-"""Data-parallel training: device resolution (pure), then the lesson's cells on 2 virtual CPU devices.
+"""Data-parallel training: device resolution (pure), then Kaggle's GPU notebook on the CPU.
 
-The 2-device runs need the devices before the backend starts (XLA_FLAGS for JAX, logical CPUs for
-TensorFlow), so each backend runs `helpers/distributed_lesson.py` in a process of its own and the
-tests assert on the JSON it prints (one run per backend, shared by the tests through a fixture).
+The matrix is policy (float32, mixed_float16 — what "auto" picks on a T4 — mixed_bfloat16) × devices
+(1, 2 virtual CPU devices) × backend (JAX, TensorFlow). The 2-device runs need the devices before the
+backend starts (XLA_FLAGS for JAX, logical CPUs for TensorFlow), so each backend runs
+`helpers/distributed_lesson.py` in a process of its own, both side by side, and the tests assert on
+the JSON it prints (shared by the tests through a fixture).
 """
 import json
 import os
@@ -10,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kit.jobs.config import load_config
@@ -76,45 +79,91 @@ def test_config_devices():
             load_config(devices=bad)
 
 
-# ----------------------------------------------------------------------------- 2 virtual devices
-def _run(backend: str, tmp: Path) -> dict:
+# ------------------------------------------------------------- Kaggle's GPU notebook: precision × devices × backend
+BACKENDS = ("jax", "tensorflow")
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+COMPUTE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+CELLS = [(p, d) for p in POLICIES for d in (1, 2)]
+
+
+def _start(backend: str, tmp: Path) -> subprocess.Popen:
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if backend == "jax":
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    r = subprocess.run([sys.executable, str(HERE / "helpers" / "distributed_lesson.py"), str(tmp)], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, str(HERE / "helpers" / "distributed_lesson.py"), str(tmp)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module", params=["jax", "tensorflow"])
-def two(request, tmp_path_factory):
-    return _run(request.param, tmp_path_factory.mktemp(f"dist-{request.param}"))
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory) -> dict:
+    """Both backends' matrices, run side by side (one process each: the devices exist before the backend starts)."""
+    procs = {b: _start(b, tmp_path_factory.mktemp(f"nb-{b}")) for b in BACKENDS}
+    out = {}
+    for backend, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{backend}:\n" + stdout[-3000:] + stderr[-5000:]
+        out[backend] = json.loads(stdout.strip().splitlines()[-1])
+    return out
 
 
-def test_weights_are_replicated_and_batches_split(two):
-    assert two["one"]["replicas"] == 1 and two["one"]["var_devices"] == 1
-    t = two["two"]
-    assert t["replicas"] == 2 and len(t["devices"]) == 2
-    assert t["var_devices"] == 2 and t["var_replicated"]
+@pytest.fixture(params=BACKENDS)
+def two(request, matrix) -> dict:
+    return matrix[request.param]
+
+
+@pytest.mark.parametrize("policy, devices", CELLS, ids=[f"{p}-{d}dev" for p, d in CELLS])
+def test_the_whole_lesson_runs_in_every_cell(two, policy, devices):
+    """fit twice, lr_find, fit, augmented fit, unfreeze + SGDR, predict, TTA, save/load, finite throughout."""
+    c = two["cells"][f"{policy}/{devices}"]
+    assert c["finite"], c["fits"]
+    assert len(c["history"]) == 7  # 1 + 1 + 1 (after lr_find) + 1 (augmented) + 1 + 2 (SGDR, unfrozen)
+    assert c["lr_find"]["points"] >= 3 and c["lr_find"]["finite_losses"] >= 3 and c["lr_find"]["suggestion_finite"] and c["lr_find"]["restored"]
+    assert c["predict_shape"] == [16, 2] and c["test_shape"] == [5, 2] and c["tta_shape"] == [3, 16, 2]
+    assert c["load_max_diff"] < 1e-6  # the saved weights, exactly
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_cell_computes_in_its_policy_and_ends_in_float32(two, policy):
+    for devices in (1, 2):
+        c = two["cells"][f"{policy}/{devices}"]
+        d = c["dtypes"]
+        assert d["policy"] == policy and d["body_compute"] == d["hidden_compute"] == COMPUTE[policy] and d["body_variable"] == "float32"
+        assert d["logits_compute"] == "float32" and d["output_dtype"] == "float32"  # Keras' rule for the output layer
+        assert c["optimizer"] == ("LossScaleOptimizer" if policy == "mixed_float16" else "DifferentialSGD")
+        assert c["line"] == f"{devices} × cpu, {two['backend']}, {policy}"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_two_devices_really_shard_and_every_method_runs_in_their_scope(two, policy):
+    assert two["cells"][f"{policy}/1"]["replicas"] == 1 and two["cells"][f"{policy}/1"]["var_devices"] == 1
+    t = two["cells"][f"{policy}/2"]
+    assert t["replicas"] == 2 and len(t["devices"]) == 2 and t["var_devices"] == 2 and t["var_replicated"]
     if two["backend"] == "jax":
         assert t["batch_rows_per_device"] == [4]  # bs=8, global: 4 rows on each device
-    assert t["line"] == f"2 × cpu, {two['backend']}, float32"
+    # lr_find once ran outside the data-parallel scope; now every public method runs inside it.
+    assert t["scope"] and all(t["scope"].values()), t["scope"]
+
+
+@pytest.mark.parametrize("policy, devices", CELLS, ids=[f"{p}-{d}dev" for p, d in CELLS])
+def test_kit_train_stopped_by_sigint_resumes_in_every_cell(two, policy, devices):
+    t = two["cells"][f"{policy}/{devices}"]["train"]
+    assert t["interrupted_rc"] == 130 and "Resume with: kit train" in t["interrupted_stderr"]
+    assert t["resumed_rc"] == 0, t["resumed_stderr"]
+    assert t["finished"] and t["epochs"] == [0, 1, 2] and t["finite"]
+    assert t["line"] == f"{devices} × cpu, {two['backend']}, {policy}"
+    assert t["resolved"]["mixed_precision"] == policy and len(t["resolved"]["devices"]) == devices
+    if policy == "mixed_float16":
+        assert t["loss_scale_at_stop"] > 0  # the checkpoint carries the loss scale
 
 
 def test_two_devices_train_as_one(two):
-    h1, h2 = two["one"]["history"], two["two"]["history"]
-    assert len(h1) == len(h2) == 5  # 2 head epochs, then SGDR 1 + 2 unfrozen with differential rates
+    h1, h2 = two["cells"]["float32/1"]["history"], two["cells"]["float32/2"]["history"]
+    assert len(h1) == len(h2) == 7
     for a, b in zip(h1, h2):
         for k in ("trn_loss", "val_loss", "accuracy"):
             assert b[k] == pytest.approx(a[k], rel=RTOL, abs=ATOL), (k, a, b)
-    assert two["predict_max_diff"] < 1e-4
-
-
-def test_predict_tta_lr_find_on_two_devices(two):
-    assert two["predict_shape"] == [16, 2]
-    assert two["test_shape"] == [5, 2]  # an odd last batch: padded, then cut back
-    assert two["tta_shape"] == [3, 16, 2]
-    assert two["lr_find_points"] == 12 and two["lr_find_restored"]
+    p1, p2 = (np.array(two["cells"][f"float32/{d}"]["predict"]) for d in (1, 2))
+    assert np.abs(p1 - p2).max() < 1e-4
 
 
 def test_checkpoints_move_between_device_counts(two):
@@ -122,12 +171,7 @@ def test_checkpoints_move_between_device_counts(two):
     assert two["load_1_on_2_max_diff"] < 1e-5
 
 
-def test_kit_train_devices(two):
-    cli = two["cli"]
-    assert cli["rc"] == 0, cli["stderr"]
-    assert f"2 × cpu, {two['backend']}, float32" in cli["stdout"]
-    resolved = cli["config"]["resolved"]
-    assert cli["config"]["devices"] == 2 and len(resolved["devices"]) == 2 and resolved["backend"] == two["backend"]
+def test_kit_train_refuses_more_devices_than_there_are(two):
     bad = two["cli_too_many"]
     assert bad["rc"] == 1
     assert "devices=3 asks for 3 devices, but the" in bad["stderr"] and len(bad["stderr"].strip().splitlines()) == 1

@@ -200,15 +200,18 @@ class _StopAfter(EpochCheckpoint):
 
 
 @pytest.mark.backends
-def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypatch):
-    a = train_job.train(_cfg(), data_dir, verbose=False)  # head 2 epochs, augmented 1, unfrozen 1 + 2 (SGDR)
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypatch, policy):
+    if policy != "float32" and keras.backend.backend() != "tensorflow":
+        pytest.skip("float16 resumes on JAX in tests/test_distribute.py's matrix; once here is enough")
+    a = train_job.train(_cfg(mixed_precision=policy), data_dir, verbose=False)  # head 2 epochs, augmented 1, unfrozen 1 + 2 (SGDR)
     root = data_dir / SLUG
     monkeypatch.setattr(train_job, "EpochCheckpoint", _StopAfter)
     # Ctrl-C inside the head stage, then, resumed, inside the unfrozen stage's 2-epoch cosine cycle.
     for stop_at, resume in ((0, None), (4, True)):
         monkeypatch.setattr(_StopAfter, "stop_at", stop_at)
         with pytest.raises(train_job.TrainingInterrupted) as e:
-            train_job.train(_cfg(), data_dir, verbose=False, resume=resume)
+            train_job.train(_cfg(mixed_precision=policy), data_dir, verbose=False, resume=resume)
         b = RunFolder(e.value.run.path)
         assert e.value.epoch == stop_at and e.value.checkpoint.is_file() and not b.finished
         assert read_checkpoint(b.checkpoint_dir)[0]["history"][-1]["epoch"] == stop_at
@@ -216,7 +219,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypat
         assert RunFolder.newest_unfinished(root).path == b.path
 
     monkeypatch.setattr(train_job, "EpochCheckpoint", EpochCheckpoint)
-    resumed = train_job.train(_cfg(), data_dir, verbose=False, resume=True)
+    resumed = train_job.train(_cfg(mixed_precision=policy), data_dir, verbose=False, resume=True)
     assert resumed.dir == b.path and b.finished and RunFolder.latest(root).path == b.path
     assert [r["epoch"] for r in resumed.history] == [r["epoch"] for r in a.history] == list(range(6))
     for ra, rb in zip(a.history, resumed.history):
@@ -225,6 +228,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypat
     pa, pb = RunFolder(a.dir).read_predictions(), b.read_predictions()
     np.testing.assert_allclose(pb.val_probs, pa.val_probs, rtol=1e-4, atol=1e-5)
     assert json.loads(b.history_file.read_text())["history"] == resumed.history
+    # The optimizer's state at the end, the step counter and loss scale of mixed_float16 included.
+    opt_a, opt_b = read_checkpoint(RunFolder(a.dir).checkpoint_dir)[2], read_checkpoint(b.checkpoint_dir)[2]
+    assert len(opt_a) == len(opt_b) > 0
+    for va, vb in zip(opt_a, opt_b):
+        np.testing.assert_allclose(vb, va, rtol=1e-4, atol=1e-6)
 
 
 def test_unfinished_run_is_skipped_by_analyze_and_submit(data_dir, monkeypatch, capsys):

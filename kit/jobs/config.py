@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.kaggle.competition import is_slug
+from kit.training.device import PRECISION_NAMES
 
 
 @dataclass
@@ -117,6 +118,9 @@ def _validate(cfg: TrainConfig) -> None:
     if not ((isinstance(d, str) and (d == "auto" or d.isdigit() and int(d) >= 1)) or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
             or (isinstance(d, list) and d and all(isinstance(x, str) for x in d))):
         raise ValueError(f"Config devices must be 'auto', a number of devices >= 1 or a list of device names. Received devices={d!r}.")
+    mp = cfg.mixed_precision
+    if not (isinstance(mp, str) and mp.lower() in PRECISION_NAMES):
+        raise ValueError(f"Config mixed_precision must be one of {sorted(PRECISION_NAMES)}. Received mixed_precision={mp!r}.")
     cc = cfg.compilation_cache
     if cc is not None and not isinstance(cc, (bool, str)):
         raise ValueError(f"Config compilation_cache must be true, false, a folder or null. Received compilation_cache={cc!r}.")

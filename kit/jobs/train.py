@@ -17,6 +17,7 @@ from kit.jobs.config import TrainConfig, config_from_dict
 from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on, transforms_top_down
 from kit.run import Predictions, RunFolder
 from kit.training.callbacks.checkpoint import EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint, read_checkpoint_state
+from kit.training.distribute import check_batch_size, list_devices, resolve_devices
 from kit.training.learner import ConvLearner
 from kit.training.schedules import sgdr_total_epochs
 
@@ -218,6 +219,8 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
         cfg = config_from_dict(run.read_config())
         state, model_values, opt_values = read_checkpoint(run.checkpoint_dir)
         ckpt = {"state": state, "model": model_values, "opt": opt_values}
+    # The devices and the batch they split, refused before any image is decoded or run folder made.
+    check_batch_size(cfg.bs, len(resolve_devices(cfg.devices, list_devices(), keras.backend.backend())))
     keras.utils.set_random_seed(cfg.seed)
     root = competition_root(cfg, data_dir)
     data = load_data(cfg, root, progress=verbose)

@@ -227,7 +227,11 @@ def build_head(n_features: int, c: int, ps: float | list[float] | None = None, x
     layers: list[keras.layers.Layer] = [keras.Input((n_features,))]
     for width, p in zip(xtra_fc, ps):
         layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(p), keras.layers.Dense(width, activation="relu")]
-    layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(ps[-1]), keras.layers.Dense(c), LogSoftmax()]
+    # Keras' mixed-precision rule: the output layers compute in float32. Under mixed_float16 the
+    # logits and the log-softmax then neither overflow (65504) nor lose the small probabilities
+    # that log loss is scored on; the hidden layers keep the fast dtype.
+    layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(ps[-1]),
+               keras.layers.Dense(c, dtype="float32"), LogSoftmax(dtype="float32")]
     return keras.Sequential(layers, name="head")
 
 

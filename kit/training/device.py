@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-import keras
+# Keras (and so a backend) is imported by the functions that need it: the config reads the
+# precision names without loading one.
 
 # Environment override, for a run that must be float32 on a GPU (or bf16 to test it on a CPU).
 ENV_VAR = "KIT_MIXED_PRECISION"
@@ -29,6 +30,8 @@ _ALIASES = {
     "float32": "float32", "fp32": "float32", "false": "float32", "off": "float32", "none": "float32",
 }
 _POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "float32": "float32"}
+# Every spelling `resolve_mixed_precision` accepts as a string (config files and --mixed-precision).
+PRECISION_NAMES = frozenset(_ALIASES)
 # Ampere (8.0) is the first NVIDIA generation with bf16 tensor cores.
 MIN_BF16_CAPABILITY = (8, 0)
 # Volta (7.0) brought fp16 tensor cores; the P100 (6.0) alone of Pascal runs fp16 at twice fp32
@@ -74,6 +77,8 @@ def _capability(text: object) -> tuple[int, int] | None:
 
 def accelerator() -> Accelerator:
     """The current backend's first device; imports only that backend."""
+    import keras
+
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -138,6 +143,8 @@ def configure(mixed_precision: str | bool | None = "auto") -> str:
     Args:
         mixed_precision: see `resolve_mixed_precision`.
     """
+    import keras
+
     policy = resolve_mixed_precision(mixed_precision)
     keras.config.set_dtype_policy(policy)
     return policy
@@ -154,6 +161,8 @@ def precision(mixed_precision: str | bool | None = "auto") -> Iterator[str]:
         with precision("auto") as policy:   # "mixed_bfloat16" on an H100
             model = build()
     """
+    import keras
+
     before = keras.config.dtype_policy()
     policy = resolve_mixed_precision(mixed_precision)
     keras.config.set_dtype_policy(policy)
@@ -171,6 +180,8 @@ def default_jit_compile(device: Accelerator | None = None) -> bool:
     tf.function's graph mode is as fast, as Keras' own "auto" also decides. torch: never
     (torch.compile is opt-in).
     """
+    import keras
+
     backend = keras.backend.backend()
     if backend == "jax":
         return True

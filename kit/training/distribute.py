@@ -1,8 +1,8 @@
 """Data-parallel training over several devices, on Keras' own engines: which devices, and their scope.
 
 `ConvLearner.pretrained(..., devices="auto")` resolves the devices here, then builds its models,
-optimizer and compiled functions inside `Placement.scope()`, and runs every cell (precompute, fit,
-lr_find, predict, TTA, save/load) inside it again:
+optimizer and compiled functions inside `Placement.scope()`, and runs every public method (precompute,
+fit, lr_find, predict, TTA, save/load, ...) inside it again (`OnDevices`):
 
 - JAX: a `keras.distribution.DataParallel` over a 1-D mesh of the devices. Variables are replicated
   on every device, each batch is split along its first axis, XLA inserts the gradient all-reduce.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -274,14 +275,34 @@ class Placement:
         return model.predict_on_batch(keras.distribution.distribute_tensor(x, layout))
 
 
-def on_devices(method: Callable) -> Callable:
-    """Runs a learner method inside `self.placement.scope()` (a no-op on one device)."""
-
-    @functools.wraps(method)
+def _in_placement(fn: Callable) -> Callable:
+    @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        placement = getattr(self, "placement", None)
-        with placement.scope() if placement is not None else contextlib.nullcontext():
-            return method(self, *args, **kwargs)
+        with self.placement.scope():
+            return fn(self, *args, **kwargs)
 
+    wrapper.__on_devices__ = True
     return wrapper
 
+
+class OnDevices:
+    """Mixin: every public method and property setter of a subclass runs inside `self.placement.scope()`.
+
+    One mechanism for the whole class, applied when the class is defined (`__init_subclass__`),
+    so a method added later cannot forget the scope: on JAX a call outside it would run on one
+    device with the data unsharded, silently. Private helpers run inside their public caller's
+    scope; class and static methods have no placement yet. The subclass sets `self.placement`
+    before calling anything public.
+    """
+
+    placement: Placement
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, attr in list(vars(cls).items()):
+            if name.startswith("_"):
+                continue
+            if isinstance(attr, property) and attr.fset is not None:
+                setattr(cls, name, attr.setter(_in_placement(attr.fset)))
+            elif inspect.isfunction(attr):
+                setattr(cls, name, _in_placement(attr))

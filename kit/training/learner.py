@@ -26,8 +26,8 @@ from kit.data.images import decode_files
 from kit.io import atomic_path
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
 from kit.training.compilation_cache import enable_compilation_cache
-from kit.training.device import default_jit_compile, precision
-from kit.training.distribute import Placement, check_batch_size, on_devices
+from kit.training.device import default_jit_compile, precision, resolve_mixed_precision
+from kit.training.distribute import OnDevices, Placement, check_batch_size
 from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
 from kit.training.optimizers import group_multipliers, make_optimizer, set_learning_rate, sync_model_state
 from kit.training.schedules import sgdr_total_epochs
@@ -47,7 +47,7 @@ def nll_loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-class ConvLearner:
+class ConvLearner(OnDevices):
     """The lesson's learner. Build it with `ConvLearner.pretrained(arch, data, precompute=True)`.
 
     Example:
@@ -56,22 +56,40 @@ class ConvLearner:
         log_preds = learn.predict()
     """
 
-    def __init__(self, data: ImageClassifierData, arch: Arch, body: keras.Model, head: keras.Model, precompute: bool = False, opt: str = "sgd", momentum: float = 0.9):
+    def __init__(self, data: ImageClassifierData, arch: Arch, body: keras.Model, head: keras.Model, precompute: bool = False, opt: str = "sgd", momentum: float = 0.9,
+                 placement: Placement | None = None, mixed_precision: str | None = None):
+        """A learner over a body and a head already built (`pretrained` builds them).
+
+        Args:
+            placement: Placement or None. The devices (default: the backend's first). The body and
+                head must have been built inside `placement.scope()`; every public method then runs
+                inside it too (`OnDevices`).
+            mixed_precision: str or None. The Keras dtype policy the body and head were built under
+                (default: the body's); the learner's own models are built under the same one.
+        """
+        self.placement = placement or Placement.single()
+        policy = body.dtype_policy.name
+        if mixed_precision is not None and resolve_mixed_precision(mixed_precision) != policy:
+            raise ValueError(f"mixed_precision={mixed_precision!r} does not match the body, which was built under the {policy!r} dtype policy: "
+                             "build the body and head inside `kit.training.device.precision(...)`, or use ConvLearner.pretrained.")
+        self.mixed_precision = policy
         self.data, self.arch, self.body, self.head = data, arch, body, head
         self.opt, self.momentum = opt, momentum
         sz = data.sz
         self.backbone = body.layers[-1]
-        # One fused, jit-compilable layer (uint8 in, uint8 out). Without training augmentations it is
-        # the TTA default, inactive in training: TTA then runs through the same compiled predict.
-        self.augment = data.trn_tfms.augmentation() or Transforms(sz, DEFAULT_TTA_TFMS).augmentation("tta_augment", in_training=False)
-        img = keras.Input((sz, sz, 3), dtype="uint8", name="image")
-        pooled = ConcatPool(name="concat_pool")(body(img))
-        self.features_model = keras.Model(img, pooled, name="features")
-        self.model = keras.Model(img, head(ConcatPool(name="pool")(body(self.augment(img)))), name=f"{arch.name}_learner")
+        with precision(policy), self.placement.scope():
+            # One fused, jit-compilable layer (uint8 in, uint8 out). Without training augmentations it is
+            # the TTA default, inactive in training: TTA then runs through the same compiled predict.
+            self.augment = data.trn_tfms.augmentation() or Transforms(sz, DEFAULT_TTA_TFMS).augmentation("tta_augment", in_training=False)
+            img = keras.Input((sz, sz, 3), dtype="uint8", name="image")
+            pooled = ConcatPool(name="concat_pool")(body(img))
+            self.features_model = keras.Model(img, pooled, name="features")
+            self.model = keras.Model(img, head(ConcatPool(name="pool")(body(self.augment(img)))), name=f"{arch.name}_learner")
+            self.placement.prepare_model(self.model)
         # None: XLA on JAX and TensorFlow (Keras' "auto" turns it off on a CPU-only TensorFlow), eager
         # on torch (torch.compile takes minutes and a C++ toolchain). Keras falls back, with a
-        # warning, when a user's layer does not support XLA.
-        self.jit_compile: bool | None = None
+        # warning, when a user's layer does not support XLA. Never under MirroredStrategy.
+        self.jit_compile: bool | None = None if self.placement.supports_xla else False
         early, late = split_body_layers(self.backbone, arch.split_at)
         self.layer_groups: list[list[keras.layers.Layer]] = [early, late, list(head.layers)]
         self.train_bn = False
@@ -130,13 +148,7 @@ class ConvLearner:
             body = build_body(arch, data.sz, weights)
             n_features = 2 * int(body.output.shape[-1])
             head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
-            learn = cls(data, arch, body, head, precompute=False, opt=opt, momentum=momentum)
-            placement.prepare_model(learn.model)
-        learn.placement, learn.mixed_precision = placement, policy
-        if not placement.supports_xla:
-            learn.jit_compile = False
-        learn.precompute = precompute
-        return learn
+        return cls(data, arch, body, head, precompute=precompute, opt=opt, momentum=momentum, placement=placement, mixed_precision=policy)
 
     # ----------------------------------------------------------------------------- freezing
     def freeze_to(self, n: int) -> None:
@@ -174,7 +186,6 @@ class ConvLearner:
         return self._precompute
 
     @precompute.setter
-    @on_devices
     def precompute(self, value: bool) -> None:
         if value and self._frozen_to < len(self.layer_groups) - 1:
             raise ValueError("precompute=True needs a frozen body: call learn.freeze() first.")
@@ -247,8 +258,7 @@ class ConvLearner:
         n, short = len(xb), self.data.bs - len(xb)
         if short > 0:
             xb = np.concatenate([xb, np.repeat(xb[-1:], short, axis=0)])
-        predict_on_batch = (getattr(self, "placement", None) or Placement.single()).predict_on_batch
-        return keras.ops.convert_to_numpy(predict_on_batch(self.features_model, xb))[:n]
+        return keras.ops.convert_to_numpy(self.placement.predict_on_batch(self.features_model, xb))[:n]
 
     # ----------------------------------------------------------------------------- training
     def _lrs(self, lrs: float | Sequence[float]) -> np.ndarray:
@@ -276,14 +286,17 @@ class ConvLearner:
         key = (self.opt, self.momentum, jit, tuple(sorted((mult or {}).items())), tuple(v.path for v in model.trainable_variables))
         done = self._compiled.get(id(model))
         if done is not None and done[0] == key and model.optimizer is not None:
-            for var, value in zip(model.optimizer.variables, done[1]):
-                var.assign(value)  # a fresh optimizer's state: step 0, no momentum
+            for var, value in zip(model.optimizer.variables, done[1], strict=True):
+                var.assign(value)  # a fresh optimizer's state: step 0, no momentum (and the initial loss scale)
             set_learning_rate(model, base)
             return model
         opt = make_optimizer(self.opt, learning_rate=base, lr_multipliers=mult, momentum=self.momentum)
         model.compile(optimizer=opt, loss=nll_loss(), metrics=["accuracy"], jit_compile=jit)
-        opt.build(model.trainable_variables)
-        self._compiled[id(model)] = (key, [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables])
+        # Under mixed_float16 `compile` wraps `opt` in a LossScaleOptimizer, whose variables are its
+        # step counter and loss scale, then the inner optimizer's: build and snapshot that one, the
+        # optimizer the train step really uses, so the reset above assigns each value to its own variable.
+        model.optimizer.build(model.trainable_variables)
+        self._compiled[id(model)] = (key, [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables])
         return model
 
     def _fit_data(self) -> tuple[dict, int]:
@@ -318,7 +331,6 @@ class ConvLearner:
         logs["val_loss"] = float(-np.mean(log_preds[np.arange(len(y)), y]))
         logs["val_accuracy"] = float(np.mean(log_preds.argmax(1) == y))
 
-    @on_devices
     def fit(
         self,
         lrs: float | Sequence[float],
@@ -390,7 +402,6 @@ class ConvLearner:
         last = table.rows[-1]
         return [last["val_loss"], last["accuracy"]]
 
-    @on_devices
     def _save_best(self, model: keras.Model, path: Path) -> keras.callbacks.Callback:
         """Saves the whole model's weights (not only the head being fit) whenever val_loss improves,
         built in memory and written atomically (Keras' ModelCheckpoint lets HDF5 write the file)."""
@@ -428,7 +439,6 @@ class ConvLearner:
         return sched.suggestion()
 
     # ----------------------------------------------------------------------------- prediction
-    @on_devices
     def predict(self, is_test: bool = False) -> np.ndarray:
         """Log-probabilities (N, c) of the validation (or test) set, in file order."""
         split = "test" if is_test else "valid"
@@ -436,12 +446,10 @@ class ConvLearner:
             raise ValueError("predict(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test').")
         return self._predict_split(split)
 
-    @on_devices
     def predict_array(self, x: np.ndarray) -> np.ndarray:
         """Log-probabilities of a batch of uint8 images (n, sz, sz, 3), through the compiled predict."""
         return self._predict(self.model, Batches(np.asarray(x, dtype=np.uint8), None, self.data.bs, fixed=True))
 
-    @on_devices
     def predict_files(self, paths: Sequence[str | os.PathLike], bs: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Log-probabilities of image files, in the order given, and a mask of the files that could be read.
 
@@ -479,7 +487,6 @@ class ConvLearner:
             warnings.warn(f"Skipped {len(errors)} of {len(paths)} files that could not be read as images:\n  {listing}", stacklevel=2)
         return log_probs, ok
 
-    @on_devices
     def TTA(self, n_aug: int = 4, is_test: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Test-time augmentation: (log_preds of shape (1 + n_aug, N, c), labels or None for test).
 
@@ -508,14 +515,12 @@ class ConvLearner:
             name += ".weights.h5"
         return Path(name) if os.sep in name else self.data.models_dir / name
 
-    @on_devices
     def save(self, name: str | os.PathLike) -> Path:
         """Saves all weights to `PATH/models/<name>.weights.h5` (or to a path), atomically."""
         # Built in memory, then written with ordinary file I/O: a full disk is an OSError naming the
         # folder, never a crash inside HDF5; NaN weights are refused (kit.training.weights).
         return save_weights(self.model, self._model_path(name))
 
-    @on_devices
     def load(self, name: str) -> None:
         """Loads weights saved by `save(name)`; cached activations are recomputed if the body changed."""
         path = self._model_path(name)
@@ -529,8 +534,7 @@ class ConvLearner:
     @property
     def device_line(self) -> str:
         """Where the learner trains, as the epoch table's first line: "2 × Tesla T4, jax, mixed_float16"."""
-        placement = getattr(self, "placement", None) or Placement.single()
-        return placement.describe(getattr(self, "mixed_precision", None) or keras.config.dtype_policy().name)
+        return self.placement.describe(self.mixed_precision)
 
     # ----------------------------------------------------------------------------- analysis
     def interpret(self, tta: bool = False):

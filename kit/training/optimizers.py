@@ -301,7 +301,17 @@ def sync_model_state(model: keras.Model) -> None:
         sync()
 
 
+def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The optimizer that does the update: the one inside a `LossScaleOptimizer`.
+
+    Under the mixed_float16 policy `compile` wraps the optimizer in Keras' LossScaleOptimizer,
+    which forwards the learning rate but not the kit's `momentum_variable` or the rate's schedule.
+    """
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def schedule_error(optimizer) -> ValueError | None:
+    optimizer = inner_optimizer(optimizer)
     lr = getattr(optimizer, "_learning_rate", None)
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) or (
         callable(lr) and not isinstance(lr, keras.Variable)
@@ -348,7 +358,7 @@ def set_momentum(model: keras.Model, momentum: float) -> bool:
         model: A compiled `keras.Model`.
         momentum: Float in [0, 1].
     """
-    var = getattr(model.optimizer, "momentum_variable", None)
+    var = getattr(inner_optimizer(model.optimizer), "momentum_variable", None)
     if var is None:
         return False
     sync_model_state(model)

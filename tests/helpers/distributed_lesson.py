@@ -1,15 +1,21 @@
-"""The lesson's cells on 1 and on 2 devices; run as a script, prints one JSON object on its last line.
+"""Kaggle's GPU notebook on the CPU: the whole lesson for every precision on 1 and on 2 devices.
 
     KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 python distributed_lesson.py WORKDIR
     KERAS_BACKEND=tensorflow python distributed_lesson.py WORKDIR      # two logical CPUs, set below
 
-Two virtual devices must exist before the backend starts, hence a process of its own
-(tests/test_distribute.py runs it and asserts on the JSON).
+A Kaggle notebook on two T4s runs `mixed_precision="auto"` → mixed_float16 and `devices="auto"` →
+both GPUs. Each cell of the matrix (policy × devices) runs the lesson as a user would: fit twice on
+precomputed activations, lr_find, fit again, precompute off and an augmented fit, unfreeze,
+differential-rate SGDR, predict, TTA, save/load and predict after load, then `kit train` stopped by
+a real SIGINT after its first epoch and `--resume`d. Two virtual devices must exist before the
+backend starts, hence a process of its own; it prints one JSON object on its last line
+(tests/test_distribute.py asserts on it).
 """
 import contextlib
 import io
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,37 +34,73 @@ import numpy as np  # noqa: E402
 from helpers.images import make_folders  # noqa: E402
 from helpers.tiny import tiny  # noqa: E402
 from kit.cli import main as kit_main  # noqa: E402
-from kit.data import ImageClassifierData, tfms_from_model  # noqa: E402
+from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on  # noqa: E402
+from kit.jobs import train as train_job  # noqa: E402
+from kit.models.archs import ARCHS  # noqa: E402
+from kit.training.callbacks.checkpoint import EpochCheckpoint, read_checkpoint  # noqa: E402
 from kit.training.learner import ConvLearner  # noqa: E402
 
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+DEVICES = (1, 2)
 SZ, BS = 32, 8
 WORK = Path(sys.argv[1])
 FOLDER = make_folders(WORK / "data" / "tiny", classes=("cats", "dogs"), n_train=16, n_valid=8, n_test=5)
-out: dict = {"backend": BACKEND}
+ARCHS["tiny"] = tiny  # `kit train --arch tiny` in this process
+out: dict = {"backend": BACKEND, "cells": {}}
 t0 = time.perf_counter()
 
 
-def learner(devices, precompute: bool = True) -> ConvLearner:
+# ----------------------------------------------------------------------------- where Keras ran
+def in_distribution() -> bool:
+    """Whether the caller runs inside a data-parallel scope (the JAX distribution, a TF strategy)."""
+    if BACKEND == "jax":
+        return keras.distribution.distribution() is not None
+    return tf.distribute.has_strategy()
+
+
+CALLS: list[bool] = []  # one entry per Keras fit / predict / load call: was it inside the scope?
+
+
+def _recording(name: str):
+    original = getattr(keras.Model, name)
+
+    def wrapper(self, *args, **kwargs):
+        CALLS.append(in_distribution())
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
+for _name in ("fit", "predict", "predict_on_batch", "load_weights"):
+    setattr(keras.Model, _name, _recording(_name))
+
+
+def scoped(record: dict, name: str, call):
+    """Runs `call()` and records whether every Keras call it made ran inside the devices' scope."""
+    CALLS.clear()
+    result = call()
+    record[name] = bool(CALLS) and all(CALLS)
+    return result
+
+
+# ----------------------------------------------------------------------------- the lesson
+def learner(policy: str, devices: int, precompute: bool = True, aug: bool = False) -> ConvLearner:
     for f in (FOLDER / "tmp").glob("act_*.npy"):
-        f.unlink()  # every learner computes its activations on its own devices
+        f.unlink()  # every learner computes its activations on its own devices and in its own dtype
     keras.utils.set_random_seed(0)
-    data = ImageClassifierData.from_paths(FOLDER, tfms=tfms_from_model(tiny, SZ), bs=BS, test_name="test", progress=False, num_workers=1)
+    tfms = tfms_from_model(tiny, SZ, aug_tfms=transforms_side_on if aug else None)
+    data = ImageClassifierData.from_paths(FOLDER, tfms=tfms, bs=BS, test_name="test", progress=False, num_workers=1)
     # No dropout: MirroredStrategy's replicas draw their own masks, so only then is the history
     # of N devices that of one (JAX draws one mask for the global batch either way).
-    return ConvLearner.pretrained(tiny, data, precompute=precompute, weights=None, ps=0.0, devices=devices)
+    return ConvLearner.pretrained(tiny, data, precompute=precompute, weights=None, ps=0.0, devices=devices, mixed_precision=policy)
 
 
 def weights(learn: ConvLearner) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v)) for v in learn.model.weights]
 
 
-def lesson(learn: ConvLearner) -> dict:
-    """precompute → head epochs → unfreeze → differential rates with SGDR, as the lesson."""
-    learn.fit(0.01, 2, verbose=False)
-    learn.precompute = False
-    learn.unfreeze()
-    learn.fit(np.array([1e-4, 3e-4, 1e-3]), 2, cycle_len=1, cycle_mult=2, verbose=False)  # 1 + 2 epochs
-    return {"history": list(learn.history)}
+def finite(*arrays) -> bool:
+    return all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in arrays)
 
 
 def placement_facts(learn: ConvLearner) -> dict:
@@ -76,58 +118,134 @@ def placement_facts(learn: ConvLearner) -> dict:
     return facts
 
 
+def dtype_facts(learn: ConvLearner) -> dict:
+    convs = [l for l in learn.backbone.layers if isinstance(l, keras.layers.Conv2D)]
+    dense = [l for l in learn.head.layers if isinstance(l, keras.layers.Dense)]
+    return {"policy": learn.mixed_precision, "body_compute": convs[0].compute_dtype, "body_variable": convs[0].variable_dtype,
+            "hidden_compute": dense[0].compute_dtype, "logits_compute": dense[-1].compute_dtype,
+            "output_dtype": str(keras.backend.standardize_dtype(learn.model.output.dtype))}
+
+
+def lesson(policy: str, devices: int) -> dict:
+    cell: dict = {"scope": {}}
+    sc = cell["scope"]
+    learn = scoped(sc, "pretrained", lambda: learner(policy, devices))
+    cell.update(placement_facts(learn), dtypes=dtype_facts(learn))
+    fits = [scoped(sc, "fit", lambda: learn.fit(0.01, 1, verbose=False)), learn.fit(0.01, 1, verbose=False)]
+    before = weights(learn)
+    suggestion = scoped(sc, "lr_find", lambda: learn.lr_find(num_it=12))
+    cell["lr_find"] = {"points": len(learn.sched.lrs), "finite_losses": int(np.isfinite(learn.sched.losses).sum()),
+                       "suggestion_finite": bool(np.isfinite(suggestion)),
+                       "restored": all(np.array_equal(a, b) for a, b in zip(before, weights(learn)))}
+    cell["optimizer"] = type(learn.head.optimizer).__name__
+    fits.append(learn.fit(0.01, 1, verbose=False))  # after lr_find: the optimizer reset that crashed under fp16
+    for f in (FOLDER / "tmp").glob("act_*.npy"):
+        f.unlink()
+    scoped(sc, "precompute", lambda: setattr(learn, "precompute", True))  # the body runs again: no cache
+    learn.precompute = False
+    fits.append(learn.fit(0.01, 1, verbose=False))  # the head on images through the whole model
+    learn.unfreeze()
+    fits.append(learn.fit(np.array([1e-4, 3e-4, 1e-3]), 2, cycle_len=1, cycle_mult=2, verbose=False))  # 1 + 2 epochs
+    cell["history"] = list(learn.history)
+    log_preds = scoped(sc, "predict", learn.predict)
+    test_preds = learn.predict(is_test=True)
+    tta, _ = scoped(sc, "TTA", lambda: learn.TTA(n_aug=2))
+    files, ok = scoped(sc, "predict_files", lambda: learn.predict_files(learn.data.val_files[:3]))
+    interp = scoped(sc, "interpret", learn.interpret)
+    learn.save(f"cell_{policy}_{devices}")
+    learn.fit(1e-3, 1, verbose=False)  # move the weights, so that load has something to undo
+    scoped(sc, "load", lambda: learn.load(f"cell_{policy}_{devices}"))
+    after = learn.predict()
+    cell.update(
+        fits=fits, finite=finite([f for pair in fits for f in pair], log_preds, test_preds, tta, files[ok], interp.probs),
+        predict_shape=list(log_preds.shape), test_shape=list(test_preds.shape), tta_shape=list(tta.shape),
+        load_max_diff=float(np.abs(after - log_preds).max()), predict=log_preds.tolist(),
+    )
+    return cell
+
+
+# ----------------------------------------------------------------------------- kit train, stopped and resumed
+class SigintAfterFirstEpoch(EpochCheckpoint):
+    """Sends this process a real SIGINT (Ctrl-C) once the first epoch's checkpoint is on disk."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.last_epoch == 0:
+            signal.raise_signal(signal.SIGINT)
+
+
+def cli(work: Path, *args: str) -> tuple[int, str, str]:
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        rc = kit_main(["train", "--folder", str(FOLDER), "--work-dir", str(work), "--arch", "tiny", "--weights", "none", "--size", str(SZ),
+                       "--bs", str(BS), "--epochs", "2", "--lr", "0.01", "--unfreeze-epochs", "1", "--config", str(CONFIG), *args])
+    return rc, o.getvalue(), e.getvalue()
+
+
+def train_resumed(policy: str, devices: int) -> dict:
+    work = WORK / f"train_{policy}_{devices}"
+    flags = ("--devices", str(devices), "--mixed-precision", policy)
+    train_job.EpochCheckpoint = SigintAfterFirstEpoch
+    try:
+        rc1, _, err1 = cli(work, *flags)
+    finally:
+        train_job.EpochCheckpoint = EpochCheckpoint
+    runs = work / "runs"
+    (stopped,) = [p for p in runs.iterdir() if p.is_dir()]
+    _, _, opt_at_stop = read_checkpoint(stopped / "checkpoint")
+    rc2, stdout, err2 = cli(work, "--resume")
+    config = json.loads((stopped / "config.json").read_text())
+    history = json.loads((stopped / "history.json").read_text())["history"] if (stopped / "history.json").is_file() else []
+    state, _, opt_at_end = read_checkpoint(stopped / "checkpoint")
+    return {"interrupted_rc": rc1, "interrupted_stderr": err1[-1500:], "resumed_rc": rc2, "resumed_stderr": err2[-1500:],
+            "line": stdout.strip().splitlines()[0] if stdout.strip() else "", "resolved": config.get("resolved"),
+            "epochs": [r["epoch"] for r in history], "finite": finite([[r["trn_loss"], r["val_loss"]] for r in history]),
+            "finished": (stopped / "DONE").exists(), "opt_values": len(opt_at_end),
+            # The loss scale (mixed_float16 only) in the checkpoint the resume started from.
+            "loss_scale_at_stop": float(opt_at_stop[loss_scale_index()]) if policy == "mixed_float16" else None}
+
+
+def loss_scale_index() -> int:
+    """Where Keras' LossScaleOptimizer keeps its loss scale among its variables."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        m.compile(optimizer="sgd", loss="mse")
+        m.optimizer.build(m.trainable_variables)
+        return [v.path.split("/")[-1] for v in m.optimizer.variables].index("dynamic_scale")
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+CONFIG = WORK / "train.json"
+CONFIG.write_text('{"tta": false, "num_workers": 1}')
+
 # First, because on TensorFlow the first learner of a process trains a little differently from the
 # later ones (devices or not), which would blur the comparison of 1 and 2 devices below.
-# lr_find on the head (precomputed activations), on 2 devices: weights restored exactly
-head = learner(2)
-before = weights(head)
+head = learner("float32", 2)
 head.lr_find(num_it=12)
-out["lr_find_points"] = len(head.sched.lrs)
-out["lr_find_restored"] = all(np.array_equal(a, b) for a, b in zip(before, weights(head)))
 
-one = learner(1)
-out["one"] = {**placement_facts(one), **lesson(one)}
-two = learner(2)
-out["two"] = placement_facts(two)
-out["two"].update(lesson(two))
+for policy in POLICIES:
+    for devices in DEVICES:
+        t = time.perf_counter()
+        cell = lesson(policy, devices)
+        cell["train"] = train_resumed(policy, devices)
+        cell["seconds"] = round(time.perf_counter() - t, 1)
+        out["cells"][f"{policy}/{devices}"] = cell
 
-# predict, test predict (5 images: an odd last batch), TTA
-p1, p2 = one.predict(), two.predict()
-out["predict_max_diff"] = float(np.abs(p1 - p2).max())
-out["predict_shape"] = list(p2.shape)
-out["test_shape"] = list(two.predict(is_test=True).shape)
-log_preds, y = two.TTA(n_aug=2)
-out["tta_shape"] = list(log_preds.shape)
-
-# save on 2 devices → load on 1, and back
+# Weights move between device counts: saved on 2, loaded on 1, and back (float32).
+one, two = learner("float32", 1), learner("float32", 2)
+two.fit(0.01, 1, verbose=False)
 two.save("two_devices")
 one.load("two_devices")
-out["load_2_on_1_max_diff"] = float(np.abs(one.predict() - p2).max())
+out["load_2_on_1_max_diff"] = float(np.abs(one.predict() - two.predict()).max())
 one.fit(1e-3, 1, verbose=False)
 one.save("one_device")
 two.load("one_device")
 out["load_1_on_2_max_diff"] = float(np.abs(two.predict() - one.predict()).max())
-out["cells_seconds"] = round(time.perf_counter() - t0, 1)
 
-
-# kit train --devices 2 end to end; --devices 3 refused
-def cli(*args: str) -> tuple[int, str, str]:
-    o, e = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
-        rc = kit_main(["train", "-c", "tiny", "--data-dir", str(WORK / "data"), "--arch", "efficientnet_lite0", "--weights", "none",
-                       "--size", str(SZ), "--bs", str(BS), "--epochs", "1", "--lr", "0.01", "--config", str(CONFIG), *args])
-    return rc, o.getvalue(), e.getvalue()
-
-
-CONFIG = WORK / "train.json"
-CONFIG.write_text('{"tta": false}')  # the cells above ran TTA; here the run itself is under test
-t1 = time.perf_counter()
-rc, stdout, stderr = cli("--devices", "2")
-runs = FOLDER / "runs"
-latest = runs / (runs / "LATEST").read_text().strip() if (runs / "LATEST").is_file() else None
-out["cli"] = {"rc": rc, "stdout": stdout[-3000:], "stderr": stderr[-3000:],
-              "config": json.loads((latest / "config.json").read_text()) if latest else None,
-              "seconds": round(time.perf_counter() - t1, 1)}
-rc, stdout, stderr = cli("--devices", "3")
+rc, _, stderr = cli(WORK / "too_many", "--devices", "3")
 out["cli_too_many"] = {"rc": rc, "stderr": stderr[-2000:]}
+out["seconds"] = round(time.perf_counter() - t0, 1)
 print(json.dumps(out))

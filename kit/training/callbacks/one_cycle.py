@@ -6,7 +6,7 @@ import warnings
 import keras
 
 from kit.training.callbacks.sgdr import steps_per_epoch_of
-from kit.training.optimizers import set_learning_rate, set_momentum
+from kit.training.optimizers import inner_optimizer, set_learning_rate, set_momentum
 from kit.training.schedules import check_int, one_cycle_lr, one_cycle_momentum
 
 
@@ -69,7 +69,7 @@ class OneCycle(keras.callbacks.Callback):
         self._spe = steps_per_epoch_of(self, self.steps_per_epoch)
         epochs = (self.params or {}).get("epochs") or 1
         self._total = self.total_steps or check_int("total_steps", epochs * self._spe, 2)
-        self._momentum_ok = self.cycle_momentum and getattr(self.model.optimizer, "momentum_variable", None) is not None
+        self._momentum_ok = self.cycle_momentum and getattr(inner_optimizer(self.model.optimizer), "momentum_variable", None) is not None
         if self.cycle_momentum and not self._momentum_ok:
             warnings.warn(
                 f"OneCycle: {type(self.model.optimizer).__name__} keeps its momentum as a constant of the "
