@@ -116,3 +116,11 @@ def work_dir_for(data_path: str | os.PathLike, work_dir: str | os.PathLike | Non
 def compilation_cache_setting() -> str:
     """$KIT_COMPILATION_CACHE as set ("" when unset): see `kit.training.compilation_cache`."""
     return os.environ.get(COMPILATION_CACHE_ENV, "")
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say), to refuse what cannot fit."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None

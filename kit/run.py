@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,15 @@ TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 
 class UnfinishedRunError(FileNotFoundError):
     """A run folder whose training did not finish (interrupted, diverged, or still running)."""
+
+
+class DamagedRunError(ValueError):
+    """A file of a run folder is missing or cannot be read as what the run wrote (edited, truncated, deleted)."""
+
+
+def _damaged(path: Path, what: str) -> DamagedRunError:
+    return DamagedRunError(f"{path} {what}: the run folder {path.parent} is damaged. Restore the file, "
+                           f"or train a new run with `kit train` (or pass --run with another run).")
 
 
 @dataclass
@@ -137,14 +147,19 @@ class RunFolder:
         return cls(p)
 
     @classmethod
-    def newest_unfinished(cls, root: str | os.PathLike) -> "RunFolder | None":
-        """The most recent run with a checkpoint but no DONE marker (what `--resume` picks)."""
+    def unfinished(cls, root: str | os.PathLike) -> "list[RunFolder]":
+        """Runs with a checkpoint folder but no DONE marker, newest first (what `--resume` looks through)."""
         runs = cls.runs_dir(root)
         if not runs.is_dir():
-            return None
+            return []
         cands = [cls(p) for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        cands = [r for r in cands if not r.finished and r.checkpoint_dir.is_dir()]
-        return max(cands, key=lambda r: r.name) if cands else None
+        return sorted((r for r in cands if not r.finished and r.checkpoint_dir.is_dir()), key=lambda r: r.name, reverse=True)
+
+    @classmethod
+    def newest_unfinished(cls, root: str | os.PathLike) -> "RunFolder | None":
+        """The most recent unfinished run with a checkpoint folder."""
+        runs = cls.unfinished(root)
+        return runs[0] if runs else None
 
     def set_latest(self) -> None:
         """Points `runs/LATEST` at this run; refuses a run that did not finish cleanly."""
@@ -173,13 +188,30 @@ class RunFolder:
         atomic_write_json(self.config_file, config)
 
     def read_config(self) -> dict:
-        return json.loads(self.config_file.read_text()) if self.config_file.is_file() else {}
+        """The run's config.json as a dict; a run without one has none (`{}`).
+
+        Raises:
+            DamagedRunError: the file is not JSON, or not a JSON object.
+        """
+        return self._read_json(self.config_file)
+
+    @staticmethod
+    def _read_json(path: Path) -> dict:
+        if not path.is_file():
+            return {}
+        try:
+            value = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _damaged(path, f"is not valid JSON ({e})") from e
+        if not isinstance(value, dict):
+            raise _damaged(path, f"holds a JSON {type(value).__name__}, not the object the run wrote")
+        return value
 
     def write_history(self, history: dict) -> None:
         atomic_write_json(self.history_file, history)
 
     def read_history(self) -> dict:
-        return json.loads(self.history_file.read_text()) if self.history_file.is_file() else {}
+        return self._read_json(self.history_file)
 
     def write_predictions(self, preds: Predictions) -> Path:
         arrays = preds.arrays()
@@ -188,7 +220,14 @@ class RunFolder:
         return self.predictions_file
 
     def read_predictions(self) -> Predictions:
-        if not self.predictions_file.is_file():
-            raise FileNotFoundError(f"No predictions in {self.path}: the run did not finish; run `kit train` again.")
-        with np.load(self.predictions_file) as z:
-            return Predictions.from_arrays({k: z[k] for k in z.files})
+        path = self.predictions_file
+        if not path.is_file():
+            if self.finished:  # DONE is written after the predictions: something removed them since
+                raise _damaged(path, "is missing although the run finished (its DONE marker is there)")
+            raise UnfinishedRunError(f"No predictions in {self.path}: the run did not finish; resume it with "
+                                     f"`kit train --resume {self.name}` or run `kit train` again.")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return Predictions.from_arrays({k: z[k] for k in z.files})
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise _damaged(path, f"cannot be read as the run's predictions ({type(e).__name__}: {e})") from e

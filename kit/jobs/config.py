@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.env import physical_memory
 from kit.kaggle.competition import is_slug
 from kit.training.device import PRECISION_NAMES
 
@@ -74,13 +77,18 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
         if not path.is_file():
             raise FileNotFoundError(f"Config file not found: {path}.")
         try:
-            values.update(_read(path))
-        except (json.JSONDecodeError, ValueError) as e:
+            read = _read(path)
+        except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"Cannot parse config file {path}: {e}") from e
+        if not isinstance(read, dict):
+            raise ValueError(f"Config file {path} must hold an object of TrainConfig fields, e.g. {{\"bs\": 32, \"tta\": false}}; "
+                             f"it holds a {type(read).__name__}.")
+        values.update(read)
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(names)}.")
+    _check_types(values)
     cfg = TrainConfig(**values)
     _validate(cfg)
     return cfg
@@ -89,9 +97,44 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """The TrainConfig a run saved in its config.json (keys it does not know, e.g. "resolved", ignored)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in values.items() if k in names})
+    known = {k: v for k, v in values.items() if k in names}
+    _check_types(known)
+    cfg = TrainConfig(**known)
     _validate(cfg)
     return cfg
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a JSON/TOML value has the type a TrainConfig field declares (bool is not an int here)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if typing.get_origin(tp) is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).split(' ', 1)[-1]}s"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each value has its field's declared type: `"tta": "no"` or `"lr_div": "10"` is refused by name."""
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in values.items():
+        if not _matches(value, hints[key]):
+            raise ValueError(f"Config {key} must be {_type_name(hints[key])}. Received {key}={value!r} ({type(value).__name__}).")
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -102,6 +145,11 @@ def _validate(cfg: TrainConfig) -> None:
 
     for n in ("size", "bs", "epochs", "cycle_mult", "seed"):
         positive_int(n, allow_zero=n == "seed")
+    memory = physical_memory()
+    batch = cfg.bs * cfg.size**2 * 3 * 4  # one batch of float32 pixels, the least a step holds
+    if memory and batch > memory // 2:
+        raise ValueError(f"Config bs={cfg.bs} at size={cfg.size} cannot fit in memory: one batch of float32 pixels alone is "
+                         f"{batch / 2**30:,.1f} GiB, and this machine has {memory / 2**30:,.1f} GiB. Use a smaller bs (64 is the default).")
     for n in ("augment_epochs", "unfreeze_epochs", "n_aug"):
         positive_int(n, allow_zero=True)
     if cfg.cycle_len is not None:

@@ -6,7 +6,10 @@ Each run writes into its own folder `<data>/<slug>/runs/<UTC time>-<arch>/` (for
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +18,9 @@ import numpy as np
 from kit.env import work_dir_for
 from kit.jobs.config import TrainConfig, config_from_dict
 from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on, transforms_top_down
+from kit.data.files import read_class_folders
 from kit.run import Predictions, RunFolder
-from kit.training.callbacks.checkpoint import EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint, read_checkpoint_state
+from kit.training.callbacks.checkpoint import CheckpointError, EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint, read_checkpoint_state
 from kit.training.distribute import check_batch_size, list_devices, resolve_devices
 from kit.training.learner import ConvLearner
 from kit.training.schedules import sgdr_total_epochs
@@ -184,19 +188,79 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"training interrupted; {where}")
 
 
-def find_resume(root: Path, resume: str | Path | bool) -> RunFolder:
-    """The run `kit train --resume [RUN]` continues: the one named, else the newest unfinished one."""
+def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]:
+    """The run `kit train --resume [RUN]` continues, and its checkpoint (state, model and optimizer values).
+
+    The run named, else the newest unfinished run whose checkpoint can be read: a run whose first
+    checkpoint write was interrupted (an empty `checkpoint/`) or whose checkpoint is damaged is
+    skipped with a warning naming it, and the next older one is taken.
+
+    Raises:
+        FileNotFoundError: no unfinished run under `root`.
+        CheckpointError: the named run's checkpoint is missing or unreadable, or no run's is readable.
+        ValueError: the named run finished.
+    """
     if resume is True:
-        run = RunFolder.newest_unfinished(root)
-        if run is None:
+        runs = RunFolder.unfinished(root)
+        if not runs:
             raise FileNotFoundError(f"No unfinished run with a checkpoint under {RunFolder.runs_dir(root)}: nothing to resume.")
     else:
-        run = RunFolder.resolve(root, resume)
-    if run.finished:
-        raise ValueError(f"{run.path} finished cleanly: there is nothing to resume. Start a new run without --resume.")
-    if not checkpoint_file(run.checkpoint_dir).is_file():
-        raise FileNotFoundError(f"{run.path} has no checkpoint (no epoch finished before it stopped): start a new run without --resume.")
-    return run
+        runs = [RunFolder.resolve(root, resume)]
+        if runs[0].finished:
+            raise ValueError(f"{runs[0].path} finished cleanly: there is nothing to resume. Start a new run without --resume.")
+    skipped: list[str] = []
+    for run in runs:
+        try:
+            state, model_values, opt_values = read_checkpoint(run.checkpoint_dir)
+        except CheckpointError as e:
+            if resume is not True:
+                raise
+            skipped.append(str(e))
+            continue
+        if skipped:
+            warnings.warn(f"Resuming {run.name}, the newest run whose checkpoint can be read; skipped: " + " ".join(skipped), stacklevel=2)
+        return run, {"state": state, "model": model_values, "opt": opt_values}
+    raise CheckpointError(f"No unfinished run under {RunFolder.runs_dir(root)} has a readable checkpoint: " + " ".join(skipped))
+
+
+def data_fingerprint(path: Path) -> dict:
+    """What a run trained on, to recognise the same data later: the classes, and each train and valid
+    file's path inside the folder and size (a copy of the folder elsewhere is the same data)."""
+    h = hashlib.sha1()
+    counts = {}
+    for split in ("train", "valid"):
+        with warnings.catch_warnings():  # `load_data` lists the same folders again and warns about them once
+            warnings.simplefilter("ignore")
+            files, _, classes = read_class_folders(path, split)
+        counts[split] = len(files)
+        h.update(json.dumps([split, classes]).encode())
+        for f in files:
+            h.update(f"{f.relative_to(path).as_posix()}|{f.stat().st_size if f.is_file() else -1}\n".encode())
+    return {"folder": str(Path(path).resolve()), "key": h.hexdigest()[:16], **counts}
+
+
+def check_same_data(run: RunFolder, saved: dict | None, now: dict) -> None:
+    """Refuses to resume a run on other images than it trained on."""
+    if saved and saved.get("key") != now["key"]:
+        raise ValueError(
+            f"{run.path} trained on {saved.get('folder')} ({saved.get('train')} train / {saved.get('valid')} valid images), but "
+            f"{now['folder']} holds other files ({now['train']} train / {now['valid']} valid): resuming would train on other data. "
+            f"Pass the run's own folder with --folder, or start a new run without --resume."
+        )
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Everything that can be refused before any image is decoded or any run folder made: the arch,
+    the weights file, the devices and the batch they split."""
+    import keras
+
+    from kit.models.archs import get_arch
+    from kit.models.weights import resolve_weights
+
+    arch = get_arch(cfg.arch)
+    if cfg.weights not in ("imagenet", "none"):
+        resolve_weights(arch, cfg.weights)  # an explicit file that is not there
+    check_batch_size(cfg.bs, len(resolve_devices(cfg.devices, list_devices(), keras.backend.backend())))
 
 
 def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | Path | bool | None = None) -> Run:
@@ -204,39 +268,53 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
 
     Every finished epoch leaves a checkpoint in the run folder. `resume=True` (the newest unfinished
     run) or a run's name or path continues that run with its own config.json, from its last
-    checkpoint, to the result an uninterrupted run would have reached.
+    checkpoint, to the result an uninterrupted run would have reached. `cfg.folder`, when set, is
+    where the data is now (a run started as `--folder c13` may be resumed from anywhere as
+    `--folder /abs/c13`); the run's own folder otherwise. Either way the files must be the ones the
+    run trained on.
 
     Raises:
         DivergedError: the loss became NaN or infinite (the run stays unfinished, LATEST unchanged).
         TrainingInterrupted: Ctrl-C; it names the checkpoint to resume from.
+        ValueError: an argument that cannot work (checked before any image is decoded), or a resume on other data.
     """
     import keras
 
     t0 = time.perf_counter()
-    run, ckpt = None, None
+    run, ckpt, saved_data = None, None, None
     if resume:
-        run = find_resume(work_root(cfg, data_dir), resume)
-        cfg = config_from_dict(run.read_config())
-        state, model_values, opt_values = read_checkpoint(run.checkpoint_dir)
-        ckpt = {"state": state, "model": model_values, "opt": opt_values}
-    # The devices and the batch they split, refused before any image is decoded or run folder made.
-    check_batch_size(cfg.bs, len(resolve_devices(cfg.devices, list_devices(), keras.backend.backend())))
+        run, ckpt = find_resume(work_root(cfg, data_dir), resume)
+        saved = run.read_config()
+        given = cfg
+        cfg = config_from_dict(saved)
+        if given.folder:  # the command line says where the data is now
+            cfg.folder, cfg.work_dir = given.folder, given.work_dir or cfg.work_dir
+        saved_data = saved.get("data")
+    preflight(cfg)
     keras.utils.set_random_seed(cfg.seed)
     root = competition_root(cfg, data_dir)
+    fingerprint = data_fingerprint(root / "sample" if cfg.sample else root)
+    if run is not None:
+        check_same_data(run, saved_data, fingerprint)
+    if cfg.folder:
+        cfg.folder = str(Path(cfg.folder).resolve())  # the run records where its data is, never relative to the shell's folder
+        cfg.work_dir = str(Path(cfg.work_dir).resolve()) if cfg.work_dir else None
     data = load_data(cfg, root, progress=verbose)
-    if run is None:
-        run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
-        run.write_config(cfg.to_dict())
     learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision, opt=cfg.opt, devices=cfg.devices,
                                      compilation_cache=cfg.compilation_cache)
-    # What the run really got (every device's name, the dtype policy) beside what was asked for.
-    run.write_config({**cfg.to_dict(), "resolved": {**learn.placement.to_dict(), "mixed_precision": learn.mixed_precision}})
+    if run is None:  # made only now: a run refused or stopped while building leaves no folder behind
+        run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
+    # What the run really got (every device's name, the dtype policy, the data) beside what was asked for.
+    run.write_config({**cfg.to_dict(), "data": fingerprint, "resolved": {**learn.placement.to_dict(), "mixed_precision": learn.mixed_precision}})
     try:
         lr = float(ckpt["state"]["lr"]) if ckpt else pick_lr(learn, cfg, run)
         val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose, checkpoint_dir=run.checkpoint_dir, resume=ckpt)
     except KeyboardInterrupt as e:
-        done = checkpoint_file(run.checkpoint_dir).is_file()
-        raise TrainingInterrupted(run, read_checkpoint_state(run.checkpoint_dir)["history"][-1]["epoch"] if done else None) from e
+        try:
+            epoch = read_checkpoint_state(run.checkpoint_dir)["history"][-1]["epoch"]
+        except CheckpointError:
+            epoch = None
+        raise TrainingInterrupted(run, epoch) from e
     learn.save(run.weights_file)
     save_predictions(learn, cfg, run)
     run.write_history({"lr": lr, "history": learn.history, "val_loss": val_loss, "val_accuracy": acc})

@@ -17,12 +17,14 @@ state, model_values, opt_values = read_checkpoint("runs/r1/checkpoint")
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 import numpy as np
@@ -84,25 +86,61 @@ def write_checkpoint(directory: str | os.PathLike, state: dict[str, Any], model_
     return atomic_write(checkpoint_file(directory), buf.getvalue())
 
 
-def _open_checkpoint(directory: str | os.PathLike):
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, empty or cannot be read; the message names it and says what to do."""
+
+
+# What numpy and zipfile raise on a truncated, zeroed, garbage or hand-made file.
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError)
+
+
+@contextlib.contextmanager
+def _open_checkpoint(directory: str | os.PathLike) -> Iterator[Any]:
     path = checkpoint_file(directory)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint {path}: no epoch finished in that run, so there is nothing to resume.")
-    return np.load(path)
+        raise CheckpointError(f"No checkpoint {path}: no epoch finished in that run (or its first checkpoint write was "
+                              "interrupted), so there is nothing to resume. Start a new run without --resume.")
+    try:
+        # allow_pickle=False: a checkpoint holds plain arrays and one JSON string, never objects to unpickle.
+        with np.load(path, allow_pickle=False) as z:
+            yield z
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"The checkpoint {path} cannot be read ({_reason(e)}): it is truncated or damaged. "
+                              f"Resume another run, or start a new one without --resume.") from e
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, ValueError) and "pickle" in str(e):
+        # numpy's advice here is to load the file unsafely; a checkpoint never needs that.
+        return "it is no archive of plain arrays, and the kit never unpickles a file"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
-    """The JSON record of the last checkpoint alone (the npz reads only that member, not the weights)."""
+    """The JSON record of the last checkpoint alone (the npz reads only that member, not the weights).
+
+    Raises:
+        CheckpointError: no checkpoint, or one that cannot be read (the message names the file).
+    """
     with _open_checkpoint(directory) as z:
-        return json.loads(str(z["state"]))
+        state = json.loads(str(z["state"]))
+    if not isinstance(state, dict):
+        raise CheckpointError(f"The checkpoint {checkpoint_file(directory)} holds no training state: it was not written by kit.")
+    return state
 
 
 def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
-    """(state, model variable values, optimizer variable values) of the last checkpoint."""
+    """(state, model variable values, optimizer variable values) of the last checkpoint.
+
+    Raises:
+        CheckpointError: no checkpoint, or one that cannot be read (the message names the file).
+    """
+    state = read_checkpoint_state(directory)
     with _open_checkpoint(directory) as z:
         n_model = sum(1 for k in z.files if k.startswith("model_"))
         n_opt = sum(1 for k in z.files if k.startswith("opt_"))
-        return json.loads(str(z["state"])), [z[f"model_{i}"] for i in range(n_model)], [z[f"opt_{i}"] for i in range(n_opt)]
+        # Every member is read here, inside the error handling: a truncated file fails now, not mid-resume.
+        return state, [np.array(z[f"model_{i}"]) for i in range(n_model)], [np.array(z[f"opt_{i}"]) for i in range(n_opt)]
 
 
 def assign_values(variables, values: list[np.ndarray], what: str) -> None:
