@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import keras, tensorflow, jax, torch, kit" && touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=10 tests
 	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -m backends tests
 	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider -m backends tests
 

@@ -9,12 +9,17 @@
     kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run]
     kit demo     (the offline digits demo, end to end)
     kit list     (known competitions)
+
+Exit status: 0, 1 (an error, in one line), 130 (Ctrl-C) or 143 (SIGTERM, 128 + 15), whatever the
+command was doing when the signal came (`kit.signals`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from kit.signals import StopSignals, stop_on_signals
 
 DEFAULT_SLUG = "dogs-vs-cats-redux-kernels-edition"
 
@@ -120,20 +125,43 @@ def _download(a: argparse.Namespace) -> None:
 def _train(a: argparse.Namespace) -> None:
     from kit.jobs.config import load_config
     from kit.jobs.pipeline import data_dir_or_default
-    from kit.jobs.train import TrainingInterrupted, train
+    from kit.jobs.train import TrainingInterrupted, train, work_root
 
     cfg = load_config(
         a.config, competition=a.competition, arch=a.arch, weights=a.weights, size=a.size, epochs=a.epochs,
         lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample, devices=a.devices, folder=_source(a), work_dir=a.work_dir,
         data_dir=a.data_dir, mixed_precision=a.mixed_precision,
     )
+    data_dir = data_dir_or_default(cfg.data_dir)
+    roots = [work_root(cfg, data_dir)]
+    if isinstance(a.resume, str) and Path(a.resume).is_dir():  # a run named by its path: <work>/runs/<run>
+        roots.append(Path(a.resume).resolve().parent.parent)
+    _remove_stale_temporaries(roots)
     try:
-        run = train(cfg, data_dir_or_default(cfg.data_dir), resume=a.resume)
+        run = train(cfg, data_dir, resume=a.resume)
     except TrainingInterrupted as e:
         if e.epoch is not None:
             e.args = (f"{e}. Resume with: {_resume_command(a, e.run.name)}",)
         raise
     print(f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}")
+
+
+def _remove_stale_temporaries(roots: list[Path]) -> None:
+    """Removes what killed runs left under each work folder (temporary caches and run files), in one line."""
+    from kit.io import human_bytes, remove_stale_temporaries
+    from kit.run import RunFolder
+
+    folders: list[Path] = []
+    for root in dict.fromkeys(roots):
+        runs = RunFolder.runs_dir(root)
+        # The image caches of the data and of its sample/ (kit.data's `tmp/`), saved models, the runs and their subfolders.
+        folders += [root / "tmp", root / "sample" / "tmp", root / "models", runs]
+        folders += [p for p in runs.glob("*") if p.is_dir()] + [p for p in runs.glob("*/*") if p.is_dir()]
+    n, size = remove_stale_temporaries(folders)
+    if n:
+        where = ", ".join(str(r) for r in dict.fromkeys(roots))
+        print(f"kit train: removed {n} temporary file{'s' if n > 1 else ''} ({human_bytes(size)}) that killed runs left in {where}",
+              file=sys.stderr)
 
 
 def _resume_command(a: argparse.Namespace, run_name: str) -> str:
@@ -261,20 +289,33 @@ def quiet_backend_logs() -> None:
                     sys.stderr.write(line)
 
 
+def _stopped(command: str, stop: StopSignals, detail: str) -> int:
+    """Prints the one line of a command that a signal stopped; returns its exit status (130, 143)."""
+    how = stop.describe()
+    line = f"{how}: {detail}" if detail and how != "interrupted" else detail or how
+    print(f"kit {command}: {line}", file=sys.stderr)
+    return stop.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("list", "download", "submit"):
-        quiet_backend_logs()
-    try:
-        COMMANDS[args.command](args)
-    except KeyboardInterrupt as e:
-        # `kit train` says where its checkpoint is and how to resume (kit.jobs.train.TrainingInterrupted).
-        print(f"kit {args.command}: {e}" if str(e) else "kit: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 -- the CLI's job: one line a person can act on
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"kit {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
-        return 1
+    # SIGINT and SIGTERM stop every command the same way, at any moment (kit.signals), until it returns.
+    with stop_on_signals() as stop:
+        try:
+            if args.command not in ("list", "download", "submit"):
+                quiet_backend_logs()
+            COMMANDS[args.command](args)
+        except KeyboardInterrupt as e:
+            # `kit train` says where its checkpoint is and how to resume (kit.jobs.train.TrainingInterrupted).
+            return _stopped(args.command, stop, str(e))
+        except Exception as e:  # noqa: BLE001 -- the CLI's job: one line a person can act on
+            if stop.signum is not None:  # the interrupt, turned into another error by C++ code it crossed (pybind11)
+                return _stopped(args.command, stop, f"interrupted inside a library, which raised {type(e).__name__} instead")
+            msg = " ".join(str(e).split()) or type(e).__name__
+            print(f"kit {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
+            return 1
+        if stop.signum is not None:  # a library dropped the interrupt and the command ran to its end
+            return _stopped(args.command, stop, "interrupted too late: a library ignored the signal, and the command ran to its end")
     return 0
 
 

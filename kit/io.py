@@ -3,7 +3,8 @@
 Every file the kit writes (caches, activations, weights, runs, reports, submissions) goes through
 `atomic_path`: the writer fills a hidden temporary file in the same folder, which replaces the target
 with `os.replace` only once complete, and is removed on any failure (a full disk, Ctrl-C, a crash
-in the writer), so the previous file, if any, stays intact.
+in the writer), so the previous file, if any, stays intact. What a killed writer leaves (it cannot
+remove anything) names it, and `remove_stale_temporaries` removes it once that process is gone.
 
 Example:
 
@@ -17,13 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
+import stat
+import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from kit.signals import pid_alive
+
+# `.<name>.<pid>-<host>-<random>.tmp<suffix>`: the writer's process id and a digest of its machine's
+# name, so that a later run can tell a dead writer's file from a live one's. Older files have only
+# `.<name>.<random>.tmp<suffix>`.
+TMP_NAME = re.compile(r"^\.(?P<stem>.+)\.(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{4})-)?[0-9a-f]{8}\.tmp(?P<suffix>\.[\w.]+)?$")
+# A temporary file not written for this long, whose writer cannot be checked, is a leftover: the
+# kit's slowest writer (a cache that workers fill) writes every few seconds.
+STALE_AFTER_S = 3600.0
 
 
 class NotEnoughSpaceError(OSError):
@@ -61,11 +78,18 @@ def ensure_free_space(folder: str | os.PathLike, need: int, what: str = "the fil
         raise NotEnoughSpaceError(folder, int(need), int(free), what)
 
 
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+
+
 def _tmp_name(path: Path) -> Path:
     # Same folder (os.replace is atomic only within one file system), hidden, unique per writer,
-    # and keeping the suffix, since some writers (np.save, Keras) insist on it.
+    # naming the writer (process and machine: see TMP_NAME), and keeping the suffix, since some
+    # writers (np.save, Keras) insist on it.
     suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    return path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    writer = f"{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.{writer}.tmp{suffix}")
 
 
 @contextlib.contextmanager
@@ -88,6 +112,47 @@ def atomic_path(path: str | os.PathLike, need: int | None = None, what: str | No
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _is_stale(m: re.Match, mtime: float, now: float) -> bool:
+    if m["pid"] is not None and m["host"] == _host_tag():
+        return not pid_alive(int(m["pid"]))
+    return now - mtime > STALE_AFTER_S
+
+
+def remove_stale_temporaries(folders: Iterable[str | os.PathLike]) -> tuple[int, int]:
+    """Removes the temporary files that stopped writers left in `folders` (not their subfolders).
+
+    A process killed outright (SIGKILL, the out-of-memory killer, a power cut) cannot remove its
+    temporary file. Each names its writer (`atomic_path`), so one whose process is gone from this
+    machine is removed; one from another machine, or from before the names carried the writer, once
+    it is STALE_AFTER_S old. A live writer's file is never touched: two runs may share a folder.
+
+    Example:
+        n, size = remove_stale_temporaries(["data/dogscats/tmp", "data/dogscats/runs/r1/checkpoint"])
+
+    Returns:
+        (files removed, their bytes); missing or unreadable folders count as empty.
+    """
+    removed, freed, now = 0, 0, time.time()
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # missing, or not a folder this user may read
+        for entry in entries:
+            m = TMP_NAME.match(entry.name)
+            if m is None:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or not _is_stale(m, st.st_mtime, now):
+                    continue
+                os.unlink(entry.path)
+            except OSError:
+                continue  # renamed or removed meanwhile by its writer or another run, or not ours to remove
+            removed, freed = removed + 1, freed + st.st_size
+    return removed, freed
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

@@ -149,3 +149,29 @@ def test_learner_with_lesson_augmentation_compiles_with_xla(folder):
     learn.fit(0.01, 1, verbose=False)
     assert learn.model.jit_compile is (backend in ("jax", "tensorflow"))
     assert math.isfinite(learn.history[-1]["val_loss"])
+
+
+@pytest.mark.backends
+def test_a_learners_model_saved_as_keras_loads_in_a_fresh_process(tmp_path):
+    """`learn.model.save("x.keras")` loads back (the augmentation layer is registered as serializable)."""
+    import subprocess
+    import sys
+
+    from kit.training.learner import ConvLearner
+
+    folder = make_folders(tmp_path / "f", n_train=8, n_valid=4)
+    data = ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1), bs=8,
+                                          progress=False, num_workers=1)
+    learn = ConvLearner.pretrained(tiny, data, weights=None)
+    learn.model.save(tmp_path / "m.keras")
+    x = np.asarray(data.split("valid").images[:4])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", learn.predict_array(x))
+    code = (
+        "import numpy as np, keras, kit.data.augment, kit.models.archs\n"
+        f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})\n"
+        f"print(float(np.abs(np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)) - np.load({str(tmp_path / 'y.npy')!r})).max()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert float(r.stdout.strip().splitlines()[-1]) < 1e-5

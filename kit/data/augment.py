@@ -102,6 +102,7 @@ def lighting(images, brightness, contrast):
     return (images - mean) * c + mean + 255.0 * ops.reshape(ops.convert_to_tensor(brightness, "float32"), (-1, 1, 1, 1))
 
 
+@keras.saving.register_keras_serializable(package="kit")
 class Augment(keras.layers.Layer):
     """Random flip, rotation, zoom/crop (one fused affine resampling) and lighting, per image.
 

@@ -8,7 +8,9 @@ while the rest still decode (`ready_batches`); everything else waits for the who
 
 Ctrl-C while anything waits on a job cancels its pool: the chunks in flight finish, the others are
 dropped and the temporary files removed. The interpreter's exit does the same, so a script that ends
-before its images are decoded leaves no cache rather than waiting for it.
+before its images are decoded leaves no cache rather than waiting for it. A process killed outright
+(SIGKILL) takes its workers with it (`kit.signals.exit_with_owner`); the temporary file it leaves
+names it, and the next `kit train` removes it (`kit.io.remove_stale_temporaries`).
 
 Example:
     job = start_decoding([("train", files)], 224, Path("tmp"))[0]
@@ -18,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 import warnings
@@ -32,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kit.data.images import decode_into
+from kit.signals import exit_with_owner
 
 # Chunks queued per worker: one running and one waiting, so no worker idles between two; a cancelled
 # or interrupted decode stops after these.
@@ -250,8 +252,9 @@ class DecodePool:
         self._cancelled = threading.Event()
         self._stop: BaseException | None = None
         self._bar = tqdm(total=sum(j.n for j in jobs), desc=desc, unit="img", disable=not progress, leave=False)
-        # Workers ignore Ctrl-C: this process decides, and lets the chunks in flight finish.
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp_context, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        # Workers ignore Ctrl-C and SIGTERM (this process decides, and lets the chunks in flight finish)
+        # and die with this process, even one killed with SIGKILL.
+        self._pool = ProcessPoolExecutor(workers, mp_context=mp_context, initializer=exit_with_owner, initargs=(os.getpid(),))
         for job in jobs:
             job.pool = self
         self._thread = threading.Thread(target=self._collect, name="kit-decode", daemon=False)

@@ -1,9 +1,10 @@
-"""Stand-ins for `decode_into` that decoding worker processes import by name: a gate, a slow one, a dead one.
+"""Stand-ins for `decode_into` that decoding worker processes import by name: a gate, slow ones, a dead one.
 
 A test puts one in place with `monkeypatch.setattr(kit.data.decode_job, "decode_into", ...)`; the
 pool sends it to the workers by its name, so it lives here, in a module they can import.
 """
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def decode_after_gate(paths: list[str], sz: int, out_path: str, start: int, head
 def decode_slowly(paths: list[str], sz: int, out_path: str, start: int, header_len: int) -> list[tuple[int, str]]:
     """`decode_into`, a tenth of a second per chunk."""
     time.sleep(0.1)
+    return decode_into(paths, sz, out_path, start, header_len)
+
+
+def decode_at_a_walk(paths: list[str], sz: int, out_path: str, start: int, header_len: int) -> list[tuple[int, str]]:
+    """`decode_into`, half a second per chunk, first saying on stderr which process decodes it ("decoding in <pid>")."""
+    print(f"decoding in {os.getpid()}", file=sys.stderr, flush=True)
+    time.sleep(0.5)
     return decode_into(paths, sz, out_path, start, header_len)
 
 
