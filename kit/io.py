@@ -29,6 +29,7 @@ import socket
 import stat
 import time
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -153,6 +154,18 @@ def remove_stale_temporaries(folders: Iterable[str | os.PathLike]) -> tuple[int,
                 continue  # renamed or removed meanwhile by its writer or another run, or not ours to remove
             removed, freed = removed + 1, freed + st.st_size
     return removed, freed
+
+
+# What numpy and zipfile raise on an .npz that is truncated, zeroed, garbage or hand-made.
+NPZ_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def npz_read_error(e: BaseException) -> str:
+    """Why an .npz could not be read, for a sentence that names the file (`np.load(..., allow_pickle=False)`)."""
+    if isinstance(e, ValueError) and "pickle" in str(e):
+        # numpy's advice here is to load the file unsafely; no file the kit writes needs that.
+        return "it is no archive of plain arrays, and the kit never unpickles a file"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.io import atomic_path, atomic_write, atomic_write_json
+from kit.io import NPZ_READ_ERRORS, atomic_path, atomic_write, atomic_write_json, npz_read_error
 
 LATEST = "LATEST"
 RUNS = "runs"
@@ -229,5 +228,5 @@ class RunFolder:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return Predictions.from_arrays({k: z[k] for k in z.files})
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise _damaged(path, f"cannot be read as the run's predictions ({type(e).__name__}: {e})") from e
+        except NPZ_READ_ERRORS as e:
+            raise _damaged(path, f"cannot be read as the run's predictions ({npz_read_error(e)})") from e

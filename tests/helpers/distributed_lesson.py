@@ -138,6 +138,7 @@ def lesson(policy: str, devices: int) -> dict:
                        "suggestion_finite": bool(np.isfinite(suggestion)),
                        "restored": all(np.array_equal(a, b) for a, b in zip(before, weights(learn)))}
     cell["optimizer"] = type(learn.head.optimizer).__name__
+    cell["opt_paths"] = [v.path.split("/")[-1] for v in learn.head.optimizer.variables]
     fits.append(learn.fit(0.01, 1, verbose=False))  # after lr_find: the optimizer reset that crashed under fp16
     for f in (FOLDER / "tmp").glob("act_*.npy"):
         f.unlink()
@@ -182,7 +183,7 @@ def cli(work: Path, *args: str) -> tuple[int, str, str]:
     return rc, o.getvalue(), e.getvalue()
 
 
-def train_resumed(policy: str, devices: int) -> dict:
+def train_resumed(policy: str, devices: int, opt_paths: list[str]) -> dict:
     work = WORK / f"train_{policy}_{devices}"
     flags = ("--devices", str(devices), "--mixed-precision", policy)
     train_job.EpochCheckpoint = SigintAfterFirstEpoch
@@ -202,20 +203,9 @@ def train_resumed(policy: str, devices: int) -> dict:
             "epochs": [r["epoch"] for r in history], "finite": finite([[r["trn_loss"], r["val_loss"]] for r in history]),
             "finished": (stopped / "DONE").exists(), "opt_values": len(opt_at_end),
             # The loss scale (mixed_float16 only) in the checkpoint the resume started from.
-            "loss_scale_at_stop": float(opt_at_stop[loss_scale_index()]) if policy == "mixed_float16" else None}
+            # (`opt_paths`: the variables of the head's optimizer in the lesson, which kit train's first stage also fits)
+            "loss_scale_at_stop": float(opt_at_stop[opt_paths.index("dynamic_scale")]) if policy == "mixed_float16" else None}
 
-
-def loss_scale_index() -> int:
-    """Where Keras' LossScaleOptimizer keeps its loss scale among its variables."""
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-        m.compile(optimizer="sgd", loss="mse")
-        m.optimizer.build(m.trainable_variables)
-        return [v.path.split("/")[-1] for v in m.optimizer.variables].index("dynamic_scale")
-    finally:
-        keras.config.set_dtype_policy(before)
 
 
 CONFIG = WORK / "train.json"
@@ -230,7 +220,7 @@ for policy in POLICIES:
     for devices in DEVICES:
         t = time.perf_counter()
         cell = lesson(policy, devices)
-        cell["train"] = train_resumed(policy, devices)
+        cell["train"] = train_resumed(policy, devices, cell["opt_paths"])
         cell["seconds"] = round(time.perf_counter() - t, 1)
         out["cells"][f"{policy}/{devices}"] = cell
 

@@ -22,14 +22,13 @@ import io
 import json
 import math
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import keras
 import numpy as np
 
-from kit.io import atomic_write, finite_json
+from kit.io import NPZ_READ_ERRORS, atomic_write, finite_json, npz_read_error
 from kit.training.callbacks.progress import epoch_row
 from kit.training.optimizers import sync_model_state
 from kit.training.weights import is_finite
@@ -90,12 +89,9 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, empty or cannot be read; the message names it and says what to do."""
 
 
-# What numpy and zipfile raise on a truncated, zeroed, garbage or hand-made file.
-_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError)
-
-
 @contextlib.contextmanager
-def _open_checkpoint(directory: str | os.PathLike) -> Iterator[Any]:
+def _open_checkpoint(directory: str | os.PathLike) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(the JSON state, the open npz) of a checkpoint; any read error inside the block names the file."""
     path = checkpoint_file(directory)
     if not path.is_file():
         raise CheckpointError(f"No checkpoint {path}: no epoch finished in that run (or its first checkpoint write was "
@@ -103,17 +99,15 @@ def _open_checkpoint(directory: str | os.PathLike) -> Iterator[Any]:
     try:
         # allow_pickle=False: a checkpoint holds plain arrays and one JSON string, never objects to unpickle.
         with np.load(path, allow_pickle=False) as z:
-            yield z
-    except _READ_ERRORS as e:
-        raise CheckpointError(f"The checkpoint {path} cannot be read ({_reason(e)}): it is truncated or damaged. "
+            state = json.loads(str(z["state"]))
+            if not isinstance(state, dict):
+                raise CheckpointError(f"The checkpoint {path} holds no training state: it was not written by kit.")
+            yield state, z
+    except NPZ_READ_ERRORS as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"The checkpoint {path} cannot be read ({npz_read_error(e)}): it is truncated or damaged. "
                               f"Resume another run, or start a new one without --resume.") from e
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, ValueError) and "pickle" in str(e):
-        # numpy's advice here is to load the file unsafely; a checkpoint never needs that.
-        return "it is no archive of plain arrays, and the kit never unpickles a file"
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
@@ -122,11 +116,8 @@ def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: no checkpoint, or one that cannot be read (the message names the file).
     """
-    with _open_checkpoint(directory) as z:
-        state = json.loads(str(z["state"]))
-    if not isinstance(state, dict):
-        raise CheckpointError(f"The checkpoint {checkpoint_file(directory)} holds no training state: it was not written by kit.")
-    return state
+    with _open_checkpoint(directory) as (state, _):
+        return state
 
 
 def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
@@ -135,8 +126,7 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], list[
     Raises:
         CheckpointError: no checkpoint, or one that cannot be read (the message names the file).
     """
-    state = read_checkpoint_state(directory)
-    with _open_checkpoint(directory) as z:
+    with _open_checkpoint(directory) as (state, z):
         n_model = sum(1 for k in z.files if k.startswith("model_"))
         n_opt = sum(1 for k in z.files if k.startswith("opt_"))
         # Every member is read here, inside the error handling: a truncated file fails now, not mid-resume.
