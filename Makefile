@@ -9,7 +9,7 @@ BACKEND ?= tensorflow
 export KERAS_BACKEND ?= $(BACKEND)
 C_ARGS := -c $(COMPETITION) --data-dir $(DATA)
 
-.PHONY: venv test test-fast demo real download train analyze submit bench wheel lesson clean
+.PHONY: venv lint format test test-fast demo real download train analyze submit bench wheel lesson clean
 
 venv: $(STAMP)
 
@@ -20,10 +20,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[tensorflow-cpu,jax,test]" "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import keras, tensorflow, jax, torch, kit" && touch $(STAMP)
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=10 tests
 	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -m backends tests
 	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider -m backends tests
+
+# ruff's rules and line length live in pyproject.toml; `make format` applies them.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 demo: venv
 	$(PY) -m kit demo

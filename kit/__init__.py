@@ -12,6 +12,7 @@ name below is imported from its room the first time it is used. The rooms, along
 `kit.kaggle` (competitions, client, layout, submissions) → `kit.data` → `kit.models` →
 `kit.training` → `kit.analysis`; `kit.jobs` runs them end to end for the CLI (`kit.cli`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,21 +24,52 @@ __version__ = "0.1.0"
 _LAZY: dict[str, tuple[str, str | None]] = {
     "np": ("numpy", ""),
     "plt": ("matplotlib.pyplot", ""),
-    **{n: ("kit.data", None) for n in (
-        "ImageClassifierData", "tfms_from_model", "transforms_basic", "transforms_side_on",
-        "transforms_top_down", "RandomDihedral", "RandomFlip", "RandomLighting", "RandomRotate", "RandomZoom")},
+    **{
+        n: ("kit.data", None)
+        for n in (
+            "ImageClassifierData",
+            "tfms_from_model",
+            "transforms_basic",
+            "transforms_side_on",
+            "transforms_top_down",
+            "RandomDihedral",
+            "RandomFlip",
+            "RandomLighting",
+            "RandomRotate",
+            "RandomZoom",
+        )
+    },
     "ConvLearner": ("kit.training.learner", None),
-    **{n: ("kit.models.archs", None) for n in (
-        "Arch", "resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2",
-        "efficientnet_lite0")},
+    **{
+        n: ("kit.models.archs", None)
+        for n in (
+            "Arch",
+            "resnet50",
+            "resnet101",
+            "resnet152",
+            "resnet50v2",
+            "resnet101v2",
+            "resnet152v2",
+            "efficientnet_lite0",
+        )
+    },
     "LRRangeTest": ("kit.training.callbacks.lr_range_test", None),
     "SGDR": ("kit.training.callbacks.sgdr", None),
     "OneCycle": ("kit.training.callbacks.one_cycle", None),
     "suggest_lr": ("kit.training.schedules", None),
     "Interpretation": ("kit.analysis.interpretation", None),
-    **{n: ("kit.lesson", None) for n in (
-        "rand_by_correct", "most_by_correct", "most_uncertain", "top_losses", "plot_val_with_title",
-        "plot_confusion_matrix", "plot_top_losses")},
+    **{
+        n: ("kit.lesson", None)
+        for n in (
+            "rand_by_correct",
+            "most_by_correct",
+            "most_uncertain",
+            "top_losses",
+            "plot_val_with_title",
+            "plot_confusion_matrix",
+            "plot_top_losses",
+        )
+    },
 }
 
 __all__ = list(_LAZY)

@@ -13,6 +13,7 @@
 Exit status: 0, 1 (an error, in one line), 130 (Ctrl-C) or 143 (SIGTERM, 128 + 15), whatever the
 command was doing when the signal came (`kit.signals`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,13 +26,28 @@ DEFAULT_SLUG = "dogs-vs-cats-redux-kernels-edition"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--competition", default=DEFAULT_SLUG, help=f"competition slug (default: {DEFAULT_SLUG}; `kit list` shows all)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: ./data, or /kaggle/working/data in a Kaggle notebook)")
+    p.add_argument(
+        "-c",
+        "--competition",
+        default=DEFAULT_SLUG,
+        help=f"competition slug (default: {DEFAULT_SLUG}; `kit list` shows all)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="data folder (default: ./data, or /kaggle/working/data in a Kaggle notebook)"
+    )
 
 
 def _folder(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--folder", default=None, help="any class-folder tree (train/<class>/, valid/<class>/, optional test/) instead of a competition; may be read-only")
-    p.add_argument("--work-dir", default=None, help="caches and runs of --folder (default: the folder when writable, else a folder under the kit's user cache)")
+    p.add_argument(
+        "--folder",
+        default=None,
+        help="any class-folder tree (train/<class>/, valid/<class>/, optional test/) instead of a competition; may be read-only",
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="caches and runs of --folder (default: the folder when writable, else a folder under the kit's user cache)",
+    )
 
 
 def _devices_arg(text: str) -> int | str:
@@ -40,37 +56,70 @@ def _devices_arg(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification.")
+    parser = argparse.ArgumentParser(
+        prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="fetch the competition's files and lay them out as class folders")
     _common(p)
-    p.add_argument("--valid", type=int, default=None, help="validation images split from train (default: the competition's, 2,000 for Dogs vs. Cats)")
+    p.add_argument(
+        "--valid",
+        type=int,
+        default=None,
+        help="validation images split from train (default: the competition's, 2,000 for Dogs vs. Cats)",
+    )
     p.add_argument("--seed", type=int, default=42, help="seed of the stratified split")
     p.add_argument("--force", action="store_true", help="rebuild an existing layout with another seed or split size")
 
     p = sub.add_parser("train", help="precompute, lr_find, fit (and optional unfrozen stages); saves the run")
     _common(p)
     _folder(p)
-    p.add_argument("--arch", default=None, help="resnet50 (default), resnet101, resnet152, resnet50v2, efficientnet_lite0, or a keras.applications name")
+    p.add_argument(
+        "--arch",
+        default=None,
+        help="resnet50 (default), resnet101, resnet152, resnet50v2, efficientnet_lite0, or a keras.applications name",
+    )
     p.add_argument("--weights", default=None, help="imagenet (default), none, or a weights file")
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default 224)")
     p.add_argument("--epochs", type=int, default=None, help="head epochs on precomputed activations (default 3)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
-    p.add_argument("--unfreeze-epochs", type=int, default=None, help="SGDR cycles with all layers and differential rates (default 0)")
+    p.add_argument(
+        "--unfreeze-epochs",
+        type=int,
+        default=None,
+        help="SGDR cycles with all layers and differential rates (default 0)",
+    )
     p.add_argument("--bs", type=int, default=None, help="batch size (default 64)")
     p.add_argument("--sample", action="store_true", default=None, help="train on sample/ for a quick look")
-    p.add_argument("--devices", default=None, type=_devices_arg, help="auto (every GPU/TPU; default) or N (the first N): data-parallel on JAX and TensorFlow; --bs stays the global batch")
-    p.add_argument("--mixed-precision", default=None, metavar="POLICY",
-                   help="auto (bf16 on A100/H100, fp16 on T4/V100/P100, float32 on CPUs; default), bf16, fp16 or float32")
+    p.add_argument(
+        "--devices",
+        default=None,
+        type=_devices_arg,
+        help="auto (every GPU/TPU; default) or N (the first N): data-parallel on JAX and TensorFlow; --bs stays the global batch",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        default=None,
+        metavar="POLICY",
+        help="auto (bf16 on A100/H100, fp16 on T4/V100/P100, float32 on CPUs; default), bf16, fp16 or float32",
+    )
     p.add_argument("--config", default=None, help="JSON or TOML file of TrainConfig fields; flags override it")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                   help="continue an interrupted run from its last epoch's checkpoint, with its own config (default: the newest unfinished run)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="RUN",
+        help="continue an interrupted run from its last epoch's checkpoint, with its own config (default: the newest unfinished run)",
+    )
 
     p = sub.add_parser("analyze", help="plots and report.html of the latest run")
     _common(p)
     _folder(p)
-    p.add_argument("--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)")
+    p.add_argument(
+        "--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)"
+    )
 
     p = sub.add_parser(
         "predict",
@@ -81,9 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     _folder(p)
-    p.add_argument("--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)")
+    p.add_argument(
+        "--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)"
+    )
     p.add_argument("-o", "--out", default=None, help="write a CSV here (atomically) instead of printing")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image files, or folders (their images, recursively)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image files, or folders (their images, recursively)"
+    )
 
     p = sub.add_parser(
         "submit",
@@ -96,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("-m", "--message", default=None, help="submission message shown on Kaggle")
     p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
-    p.add_argument("--eps", type=float, default=None, help="clip probabilities to [eps, 1-eps] for log loss (default 0.005)")
+    p.add_argument(
+        "--eps", type=float, default=None, help="clip probabilities to [eps, 1-eps] for log loss (default 0.005)"
+    )
     p.add_argument("--out-dir", default="submissions", help="folder of the submission CSVs (default: submissions/)")
 
     p = sub.add_parser("demo", help="the offline end-to-end demo on real handwritten digits")
@@ -104,10 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small slice, for smoke tests")
 
     p = sub.add_parser("real", help="the lesson's recipe on a folder of real photos (efficientnet_lite0, offline)")
-    p.add_argument("--folder", default=None, help="the photos, train/<class>/ and valid/<class>/ (default: ../shared/dogscats)")
-    p.add_argument("--work-dir", default=None, help="caches and the run (default: the folder when writable, else the kit's user cache)")
+    p.add_argument(
+        "--folder", default=None, help="the photos, train/<class>/ and valid/<class>/ (default: ../shared/dogscats)"
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="caches and the run (default: the folder when writable, else the kit's user cache)",
+    )
     p.add_argument("--quick", action="store_true", help="20 photos per class at 64 px, one epoch a stage: a smoke test")
-    p.add_argument("--seed", type=int, default=None, help="the random seed (default: the recipe's, 42); README lists four")
+    p.add_argument(
+        "--seed", type=int, default=None, help="the random seed (default: the recipe's, 42); README lists four"
+    )
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the recipe's, 288)")
 
     sub.add_parser("list", help="known competitions")
@@ -128,9 +191,21 @@ def _train(a: argparse.Namespace) -> None:
     from kit.jobs.train import TrainingInterrupted, train, work_root
 
     cfg = load_config(
-        a.config, competition=a.competition, arch=a.arch, weights=a.weights, size=a.size, epochs=a.epochs,
-        lr=a.lr, unfreeze_epochs=a.unfreeze_epochs, bs=a.bs, sample=a.sample, devices=a.devices, folder=_source(a), work_dir=a.work_dir,
-        data_dir=a.data_dir, mixed_precision=a.mixed_precision,
+        a.config,
+        competition=a.competition,
+        arch=a.arch,
+        weights=a.weights,
+        size=a.size,
+        epochs=a.epochs,
+        lr=a.lr,
+        unfreeze_epochs=a.unfreeze_epochs,
+        bs=a.bs,
+        sample=a.sample,
+        devices=a.devices,
+        folder=_source(a),
+        work_dir=a.work_dir,
+        data_dir=a.data_dir,
+        mixed_precision=a.mixed_precision,
     )
     data_dir = data_dir_or_default(cfg.data_dir)
     roots = [work_root(cfg, data_dir)]
@@ -143,7 +218,9 @@ def _train(a: argparse.Namespace) -> None:
         if e.epoch is not None:
             e.args = (f"{e}. Resume with: {_resume_command(a, e.run.name)}",)
         raise
-    print(f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}")
+    print(
+        f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}"
+    )
 
 
 def _remove_stale_temporaries(roots: list[Path]) -> None:
@@ -160,8 +237,10 @@ def _remove_stale_temporaries(roots: list[Path]) -> None:
     n, size = remove_stale_temporaries(folders)
     if n:
         where = ", ".join(str(r) for r in dict.fromkeys(roots))
-        print(f"kit train: removed {n} temporary file{'s' if n > 1 else ''} ({human_bytes(size)}) that killed runs left in {where}",
-              file=sys.stderr)
+        print(
+            f"kit train: removed {n} temporary file{'s' if n > 1 else ''} ({human_bytes(size)}) that killed runs left in {where}",
+            file=sys.stderr,
+        )
 
 
 def _resume_command(a: argparse.Namespace, run_name: str) -> str:
@@ -169,7 +248,11 @@ def _resume_command(a: argparse.Namespace, run_name: str) -> str:
     import shlex
 
     words = ["kit", "train"]
-    words += ["--folder", a.folder] + (["--work-dir", a.work_dir] if a.work_dir else []) if a.folder else ["-c", a.competition]
+    words += (
+        ["--folder", a.folder] + (["--work-dir", a.work_dir] if a.work_dir else [])
+        if a.folder
+        else ["-c", a.competition]
+    )
     if a.data_dir is not None:
         words += ["--data-dir", a.data_dir]
     return shlex.join(words + ["--resume", run_name])
@@ -252,15 +335,29 @@ def _list(a: argparse.Namespace) -> None:
         print(f"{c.slug:40s} {c.title} ({c.metric})")
 
 
-COMMANDS = {"download": _download, "train": _train, "analyze": _analyze, "submit": _submit, "demo": _demo, "list": _list,
-            "predict": _predict, "real": _real}
+COMMANDS = {
+    "download": _download,
+    "train": _train,
+    "analyze": _analyze,
+    "submit": _submit,
+    "demo": _demo,
+    "list": _list,
+    "predict": _predict,
+    "real": _real,
+}
 
 
 # TensorFlow's C++ start-up lines: they come before absl's logging is set up, so
 # TF_CPP_MIN_LOG_LEVEL alone does not silence them.
-_TF_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
-             "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags",
-             "Unable to register cu", "TF-TRT Warning", "computation placer already registered")
+_TF_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "cpu_feature_guard",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "Unable to register cu",
+    "TF-TRT Warning",
+    "computation placer already registered",
+)
 
 
 def quiet_backend_logs() -> None:
@@ -310,12 +407,16 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped(args.command, stop, str(e))
         except Exception as e:  # noqa: BLE001 -- the CLI's job: one line a person can act on
             if stop.signum is not None:  # the interrupt, turned into another error by C++ code it crossed (pybind11)
-                return _stopped(args.command, stop, f"interrupted inside a library, which raised {type(e).__name__} instead")
+                return _stopped(
+                    args.command, stop, f"interrupted inside a library, which raised {type(e).__name__} instead"
+                )
             msg = " ".join(str(e).split()) or type(e).__name__
             print(f"kit {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
             return 1
         if stop.signum is not None:  # a library dropped the interrupt and the command ran to its end
-            return _stopped(args.command, stop, "interrupted too late: a library ignored the signal, and the command ran to its end")
+            return _stopped(
+                args.command, stop, "interrupted too late: a library ignored the signal, and the command ran to its end"
+            )
     return 0
 
 

@@ -16,6 +16,7 @@ a test (which points the variables below at temporary folders) all take the same
 A data folder may be read-only (`/kaggle/input`, a shared drive): `work_dir_for` says where its caches,
 activations, saved models and runs go instead, so that nothing is ever written into it.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -14,6 +14,7 @@ with atomic_path("runs/r1/predictions.npz") as tmp:
 atomic_write_json("runs/r1/history.json", history)
 ```
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,15 +31,18 @@ import stat
 import time
 import uuid
 import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from kit.signals import pid_alive
 
 # `.<name>.<pid>-<host>-<random>.tmp<suffix>`: the writer's process id and a digest of its machine's
 # name, so that a later run can tell a dead writer's file from a live one's. Older files have only
 # `.<name>.<random>.tmp<suffix>`.
-TMP_NAME = re.compile(r"^\.(?P<stem>.+)\.(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{4})-)?[0-9a-f]{8}\.tmp(?P<suffix>\.[\w.]+)?$")
+TMP_NAME = re.compile(
+    r"^\.(?P<stem>.+)\.(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{4})-)?[0-9a-f]{8}\.tmp(?P<suffix>\.[\w.]+)?$"
+)
 # A temporary file not written for this long, whose writer cannot be checked, is a leftover: the
 # kit's slowest writer (a cache that workers fill) writes every few seconds.
 STALE_AFTER_S = 3600.0

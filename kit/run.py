@@ -16,6 +16,7 @@ same); `kit analyze`, `kit submit` and `kit predict` read it back through `RunFo
 
 `<root>/runs/LATEST` names the newest run that finished cleanly; an unfinished run never becomes LATEST.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,10 @@ class DamagedRunError(ValueError):
 
 
 def _damaged(path: Path, what: str) -> DamagedRunError:
-    return DamagedRunError(f"{path} {what}: the run folder {path.parent} is damaged. Restore the file, "
-                           f"or train a new run with `kit train` (or pass --run with another run).")
+    return DamagedRunError(
+        f"{path} {what}: the run folder {path.parent} is damaged. Restore the file, "
+        f"or train a new run with `kit train` (or pass --run with another run)."
+    )
 
 
 @dataclass
@@ -59,14 +62,18 @@ class Predictions:
     test_probs: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = dict(classes=np.array(self.classes), val_files=np.array(self.val_files),
-                   val_y=np.asarray(self.val_y), val_probs=np.asarray(self.val_probs))
+        out = dict(
+            classes=np.array(self.classes),
+            val_files=np.array(self.val_files),
+            val_y=np.asarray(self.val_y),
+            val_probs=np.asarray(self.val_probs),
+        )
         if self.test_probs is not None:
             out.update(test_files=np.array(self.test_files), test_probs=np.asarray(self.test_probs))
         return out
 
     @classmethod
-    def from_arrays(cls, z: Any) -> "Predictions":
+    def from_arrays(cls, z: Any) -> Predictions:
         has_test = "test_probs" in z
         return cls(
             classes=[str(c) for c in z["classes"]],
@@ -104,7 +111,7 @@ class RunFolder:
 
     # -- creating and finding runs ---------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike, arch: str) -> "RunFolder":
+    def create(cls, root: str | os.PathLike, arch: str) -> RunFolder:
         """A new, empty run folder `<root>/runs/<UTC time>-<arch>/` (a suffix keeps names unique)."""
         stamp = datetime.now(timezone.utc).strftime(TIME_FORMAT)
         runs = Path(root) / RUNS
@@ -123,7 +130,7 @@ class RunFolder:
         return Path(root) / RUNS
 
     @classmethod
-    def latest(cls, root: str | os.PathLike) -> "RunFolder":
+    def latest(cls, root: str | os.PathLike) -> RunFolder:
         """The newest run that finished cleanly, as named by `<root>/runs/LATEST`."""
         marker = cls.runs_dir(root) / LATEST
         if not marker.is_file():
@@ -134,7 +141,7 @@ class RunFolder:
         return run
 
     @classmethod
-    def resolve(cls, root: str | os.PathLike, run: str | os.PathLike | None = None) -> "RunFolder":
+    def resolve(cls, root: str | os.PathLike, run: str | os.PathLike | None = None) -> RunFolder:
         """`run` (a path, or a run's name under `<root>/runs/`), else the latest finished run."""
         if run is None:
             return cls.latest(root)
@@ -142,20 +149,24 @@ class RunFolder:
         if not p.is_dir() and (cls.runs_dir(root) / p).is_dir():
             p = cls.runs_dir(root) / p
         if not p.is_dir():
-            raise FileNotFoundError(f"No run folder {run}: give a folder under {cls.runs_dir(root)} or leave it out for the latest.")
+            raise FileNotFoundError(
+                f"No run folder {run}: give a folder under {cls.runs_dir(root)} or leave it out for the latest."
+            )
         return cls(p)
 
     @classmethod
-    def unfinished(cls, root: str | os.PathLike) -> "list[RunFolder]":
+    def unfinished(cls, root: str | os.PathLike) -> list[RunFolder]:
         """Runs with a checkpoint folder but no DONE marker, newest first (what `--resume` looks through)."""
         runs = cls.runs_dir(root)
         if not runs.is_dir():
             return []
         cands = [cls(p) for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted((r for r in cands if not r.finished and r.checkpoint_dir.is_dir()), key=lambda r: r.name, reverse=True)
+        return sorted(
+            (r for r in cands if not r.finished and r.checkpoint_dir.is_dir()), key=lambda r: r.name, reverse=True
+        )
 
     @classmethod
-    def newest_unfinished(cls, root: str | os.PathLike) -> "RunFolder | None":
+    def newest_unfinished(cls, root: str | os.PathLike) -> RunFolder | None:
         """The most recent unfinished run with a checkpoint folder."""
         runs = cls.unfinished(root)
         return runs[0] if runs else None
@@ -174,7 +185,7 @@ class RunFolder:
     def mark_finished(self) -> None:
         atomic_write(self.done_file, datetime.now(timezone.utc).strftime(TIME_FORMAT) + "\n")
 
-    def require_finished(self) -> "RunFolder":
+    def require_finished(self) -> RunFolder:
         if not self.finished:
             raise UnfinishedRunError(
                 f"{self.path} is an unfinished run (interrupted or diverged): skipping it. Resume it with "
@@ -223,8 +234,10 @@ class RunFolder:
         if not path.is_file():
             if self.finished:  # DONE is written after the predictions: something removed them since
                 raise _damaged(path, "is missing although the run finished (its DONE marker is there)")
-            raise UnfinishedRunError(f"No predictions in {self.path}: the run did not finish; resume it with "
-                                     f"`kit train --resume {self.name}` or run `kit train` again.")
+            raise UnfinishedRunError(
+                f"No predictions in {self.path}: the run did not finish; resume it with "
+                f"`kit train --resume {self.name}` or run `kit train` again."
+            )
         try:
             with np.load(path, allow_pickle=False) as z:
                 return Predictions.from_arrays({k: z[k] for k in z.files})

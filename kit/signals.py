@@ -23,6 +23,7 @@ Example:
         except KeyboardInterrupt:
             sys.exit(stop.exit_code)
 """
+
 from __future__ import annotations
 
 import _thread
@@ -33,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 # The signals that stop a command (and that decoding workers leave to it).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -7,6 +7,7 @@ labels) and sample_submission.csv, with the images upscaled to 64-px RGB PNGs. A
 20% goes to the test set; its labels are kept aside in test_answers.csv (not in test.zip) so a
 submission can be scored locally. A submission is `id,label` with the predicted digit; accuracy.
 """
+
 from __future__ import annotations
 
 import csv

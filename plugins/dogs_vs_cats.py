@@ -4,6 +4,7 @@ train.zip holds 25,000 `cat.N.jpg` / `dog.N.jpg` under `train/`; test1.zip holds
 under `test1/`. A submission is `id,label` with 1 = dog and 0 = cat, scored by accuracy (about 80%
 was the state of the art when it ran; the lesson reaches about 99%).
 """
+
 from kit.kaggle import Competition, label_by_prefix
 
 COMPETITION = Competition(

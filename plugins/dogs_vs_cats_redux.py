@@ -4,6 +4,7 @@ train.zip holds 25,000 `cat.N.jpg` / `dog.N.jpg` under `train/`; test.zip holds 
 `test/`. A submission is `id,label` with label = P(dog), scored by log loss: probabilities are
 clipped to [0.005, 0.995] so one confident mistake costs log(200) = 5.3 instead of infinity.
 """
+
 from kit.kaggle import Competition, label_by_prefix
 
 COMPETITION = Competition(

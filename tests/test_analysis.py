@@ -1,4 +1,5 @@
 """Interpretation: selections on made-up predictions with known answers, metrics, plots, bad input."""
+
 from __future__ import annotations
 
 import io
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from kit import lesson
 from helpers.images import make_folders
+from kit import lesson
 from kit.analysis.interpretation import Interpretation
 
 # Two classes, as in the lesson: P(dog) of 10 images. Dyadic fractions, so that ties are exact ties.
@@ -20,17 +21,19 @@ PROBS2 = np.stack([1 - P_DOG, P_DOG], axis=1)
 
 # Three classes; row 7 ties classes 0 and 2 (argmax picks 0, so it is a mistake with margin 0).
 Y3 = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
-PROBS3 = np.array([
-    [0.7, 0.2, 0.1],
-    [0.5, 0.25, 0.25],
-    [0.25, 0.5, 0.25],
-    [0.125, 0.125, 0.75],
-    [0.25, 0.5, 0.25],
-    [0.125, 0.75, 0.125],
-    [0.5, 0.375, 0.125],
-    [0.375, 0.25, 0.375],
-    [0.0, 0.0, 1.0],
-])
+PROBS3 = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.5, 0.25, 0.25],
+        [0.25, 0.5, 0.25],
+        [0.125, 0.125, 0.75],
+        [0.25, 0.5, 0.25],
+        [0.125, 0.75, 0.125],
+        [0.5, 0.375, 0.125],
+        [0.375, 0.25, 0.375],
+        [0.0, 0.0, 1.0],
+    ]
+)
 
 
 def interp2(files=None, root=None) -> Interpretation:
@@ -194,8 +197,11 @@ def test_bad_construction():
 
 def test_module_functions_need_an_interpretation(monkeypatch):
     monkeypatch.setattr(lesson, "_current", None)
-    for call in (lambda: lesson.most_uncertain(), lambda: lesson.rand_by_correct(True),
-                 lambda: lesson.plot_val_with_title([0], "x")):
+    for call in (
+        lambda: lesson.most_uncertain(),
+        lambda: lesson.rand_by_correct(True),
+        lambda: lesson.plot_val_with_title([0], "x"),
+    ):
         with pytest.raises(RuntimeError, match=r"learn\.interpret\(\)"):
             call()
 

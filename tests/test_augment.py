@@ -1,10 +1,12 @@
 """kit.data.augment: the fused augmentation stays a photograph, is random per image, idle at inference,
 and lets Keras compile the learner's model with XLA."""
+
 import math
 
 import keras
 import numpy as np
 import pytest
+from keras.src.trainers.trainer import model_supports_jit
 from PIL import Image
 
 from helpers.images import make_folders
@@ -13,7 +15,6 @@ from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on
 from kit.data.augment import N_PARAMS, Augment, lighting
 from kit.training.device import default_jit_compile
 from kit.training.learner import ConvLearner
-from keras.src.trainers.trainer import model_supports_jit
 
 pytestmark = pytest.mark.backends
 S = 48
@@ -23,7 +24,9 @@ INNER = slice(12, 36)  # away from the borders, where PIL fills black and the la
 def smooth_image() -> np.ndarray:
     """A smooth, asymmetric float32 RGB image in [0, 255]: bilinear sampling of it is well defined."""
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
-    return np.stack([127 + 100 * np.sin(xx / 7) * np.cos(yy / 9), 127 + 80 * np.cos((xx + 2 * yy) / 11), 60 + 2 * xx + yy], -1)
+    return np.stack(
+        [127 + 100 * np.sin(xx / 7) * np.cos(yy / 9), 127 + 80 * np.cos((xx + 2 * yy) / 11), 60 + 2 * xx + yy], -1
+    )
 
 
 def pil_each_channel(img: np.ndarray, fn) -> np.ndarray:
@@ -84,7 +87,9 @@ def test_lighting_is_fastai_formula_and_uint8_round_trips():
     u8 = np.clip(img, 0, 255).astype(np.uint8)[None]
     out8 = forced(aug, u8, c7=1.0, c8=0.0)
     assert out8.dtype == np.uint8
-    ref = keras.ops.convert_to_numpy(lighting(u8.astype(np.float32), np.array([0.1], np.float32), np.array([0.8], np.float32)))
+    ref = keras.ops.convert_to_numpy(
+        lighting(u8.astype(np.float32), np.array([0.1], np.float32), np.array([0.8], np.float32))
+    )
     np.testing.assert_array_equal(out8, np.clip(np.round(ref), 0, 255).astype(np.uint8))
 
 
@@ -101,8 +106,13 @@ def test_identity_at_inference_random_per_image_in_training_and_tta():
     assert len({row.tobytes() for row in out}) == 16  # every image its own transform
     assert np.abs(flat - flat.mean(0)).mean() > 1
     # Still a photograph of the same thing: close to the input or to its mirror in the middle.
-    err = [min(np.abs(o[INNER, INNER].astype(float) - img[INNER, INNER]).mean(),
-               np.abs(o[INNER, INNER].astype(float) - img[:, ::-1][INNER, INNER]).mean()) for o in out]
+    err = [
+        min(
+            np.abs(o[INNER, INNER].astype(float) - img[INNER, INNER]).mean(),
+            np.abs(o[INNER, INNER].astype(float) - img[:, ::-1][INNER, INNER]).mean(),
+        )
+        for o in out
+    ]
     assert max(err) < 25, err
     with aug.at_inference():
         tta = keras.ops.convert_to_numpy(aug(batch, training=False))
@@ -112,7 +122,9 @@ def test_identity_at_inference_random_per_image_in_training_and_tta():
 
 def test_flip_only_mirrors():
     img = np.clip(smooth_image(), 0, 255).astype(np.uint8)
-    out = keras.ops.convert_to_numpy(Augment(flip="horizontal", seed=0)(np.repeat(img[None], 16, axis=0), training=True))
+    out = keras.ops.convert_to_numpy(
+        Augment(flip="horizontal", seed=0)(np.repeat(img[None], 16, axis=0), training=True)
+    )
     mirrored = [np.array_equal(o, img[:, ::-1]) for o in out]
     assert all(m or np.array_equal(o, img) for m, o in zip(mirrored, out))
     assert 0 < sum(mirrored) < 16
@@ -134,7 +146,9 @@ def folder(tmp_path_factory):
 
 
 def test_learner_with_lesson_augmentation_compiles_with_xla(folder):
-    data = ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1), bs=8, progress=False)
+    data = ImageClassifierData.from_paths(
+        folder, tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1), bs=8, progress=False
+    )
     keras.utils.set_random_seed(0)
     learn = ConvLearner.pretrained(tiny, data, precompute=False, weights=None)
     backend = keras.backend.backend()
@@ -160,8 +174,13 @@ def test_a_learners_model_saved_as_keras_loads_in_a_fresh_process(tmp_path):
     from kit.training.learner import ConvLearner
 
     folder = make_folders(tmp_path / "f", n_train=8, n_valid=4)
-    data = ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1), bs=8,
-                                          progress=False, num_workers=1)
+    data = ImageClassifierData.from_paths(
+        folder,
+        tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1),
+        bs=8,
+        progress=False,
+        num_workers=1,
+    )
     learn = ConvLearner.pretrained(tiny, data, weights=None)
     learn.model.save(tmp_path / "m.keras")
     x = np.asarray(data.split("valid").images[:4])

@@ -3,6 +3,7 @@
 No timing assertions: benchmarks are not tests. Only that every figure comes out as valid JSON with
 its keys, and that none failed.
 """
+
 import json
 import os
 import subprocess
@@ -16,7 +17,17 @@ EXPECTED = {
     "machine": {"backend", "platform", "dtype_policy", "cores", "versions"},
     "photos": {"images", "seconds"},
     "decode_bound": {"images", "processes", "img_per_s"},
-    "precompute": {"images", "seconds", "decode_s", "after_decode_s", "overlapped", "img_per_s", "vs_decode_bound", "target", "decode_vs_bound"},
+    "precompute": {
+        "images",
+        "seconds",
+        "decode_s",
+        "after_decode_s",
+        "overlapped",
+        "img_per_s",
+        "vs_decode_bound",
+        "target",
+        "decode_vs_bound",
+    },
     "head_epochs": {"epochs", "epoch_s"},
     "unfrozen_epoch": {"images", "img_per_s", "vs_synthetic", "target", "augmentation", "jit_compile"},
     "synthetic_uint8": {"images", "img_per_s"},
@@ -34,7 +45,11 @@ def smoke(tmp_path_factory):
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--dir", str(tmp_path_factory.mktemp("bench"))],
-        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
     )
     lines = [l for l in proc.stdout.splitlines() if l.strip()]
     return proc, lines
@@ -78,8 +93,22 @@ def test_smoke_prints_every_figure_with_its_keys(smoke):
 def test_a_figure_over_its_limit_prints_timed_out_and_the_rest_run(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--only", "bound,torch", "--limit", "torch_eager=0.001",
-         "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gpu.py"),
+            "--smoke",
+            "--only",
+            "bound,torch",
+            "--limit",
+            "torch_eager=0.001",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = {r["figure"]: r for r in map(json.loads, proc.stdout.splitlines())}
@@ -90,10 +119,20 @@ def test_a_figure_over_its_limit_prints_timed_out_and_the_rest_run(tmp_path):
 
 
 def test_bad_flag_names_the_flag():
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--n", "10", "--valid", "20"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--n", "10", "--valid", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2
     assert "--valid" in proc.stderr and "Received --valid=20" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--limit", "nope=3"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--limit", "nope=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2 and "Received --limit=nope=3" in proc.stderr

@@ -1,14 +1,14 @@
 """The command line end to end: `make download train analyze submit` against the local fake Kaggle."""
+
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers.fake_kaggle import fake_kaggle, make_zip  # noqa: F401
+from helpers.fake_kaggle import make_zip
 from helpers.images import easy_image
 from kit.cli import main
 
@@ -39,8 +39,18 @@ def test_make_download_train_analyze_submit(fake_kaggle, tmp_path):  # noqa: F81
     config = tmp_path / "train.json"
     config.write_text('{"tta": false, "bs": 8, "size": 32, "epochs": 2}')
     cmd = [
-        "make", "-s", "-C", str(ROOT), "download", "train", "analyze", "submit",
-        f"DATA={data}", "DOWNLOAD_ARGS=--valid 12", f"SUBMIT_ARGS=--out-dir {subs}", "MESSAGE=e2e test",
+        "make",
+        "-s",
+        "-C",
+        str(ROOT),
+        "download",
+        "train",
+        "analyze",
+        "submit",
+        f"DATA={data}",
+        "DOWNLOAD_ARGS=--valid 12",
+        f"SUBMIT_ARGS=--out-dir {subs}",
+        "MESSAGE=e2e test",
         f"TRAIN_ARGS=--arch resnet50 --weights none --config {config}",
     ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)

@@ -1,4 +1,5 @@
 """The CLI answers --help and list without loading a backend, and quiets TensorFlow's start-up lines."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Competition declarations, the plugin registry, submission rows and scoring (no Keras needed)."""
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,14 @@ REDUX = "dogs-vs-cats-redux-kernels-edition"
 
 def tiny(**kw) -> Competition:
     args = dict(
-        slug="tiny-pets", title="Tiny", classes=("cats", "dogs"), files=("train.zip", "test.zip"),
-        train_zip="train.zip", test_zip="test.zip",
-        label_from_name=label_by_prefix({"cat": "cats", "dog": "dogs"}), positive_class="dogs",
+        slug="tiny-pets",
+        title="Tiny",
+        classes=("cats", "dogs"),
+        files=("train.zip", "test.zip"),
+        train_zip="train.zip",
+        test_zip="test.zip",
+        label_from_name=label_by_prefix({"cat": "cats", "dog": "dogs"}),
+        positive_class="dogs",
     )
     args.update(kw)
     return Competition(**args)
@@ -61,7 +67,12 @@ def test_redux_declaration():
 
 def test_dogs_vs_cats_2013_declaration():
     c = get_competition("dogs-vs-cats")
-    assert (c.train_zip, c.test_zip, c.metric, c.submission_kind) == ("train.zip", "test1.zip", "accuracy", "class_index")
+    assert (c.train_zip, c.test_zip, c.metric, c.submission_kind) == (
+        "train.zip",
+        "test1.zip",
+        "accuracy",
+        "class_index",
+    )
     assert c.classes.index("dogs") == 1 and c.classes.index("cats") == 0
 
 
@@ -127,7 +138,12 @@ def test_class_index_and_class_name_rows():
 @pytest.mark.parametrize(
     "ids, probs, classes, message",
     [
-        (["1"], [[0.5, 0.5], [0.5, 0.5]], ["cats", "dogs"], r"probs must have shape \(len\(ids\), len\(classes\)\) = \(1, 2\)"),
+        (
+            ["1"],
+            [[0.5, 0.5], [0.5, 0.5]],
+            ["cats", "dogs"],
+            r"probs must have shape \(len\(ids\), len\(classes\)\) = \(1, 2\)",
+        ),
         (["1"], [[-0.1, -2.3]], ["cats", "dogs"], "apply exp to log-probabilities"),
         (["1"], [[float("nan"), 0.5]], ["cats", "dogs"], r"probabilities in \[0, 1\]"),
         (["1"], [[0.5, 0.5]], ["cats", "birds"], "classes must be the classes of 'tiny-pets'"),

@@ -1,5 +1,6 @@
 """Each compiled step is built once: partial last batches, predict, TTA and test predictions reuse it.
 Also: fixed-shape batches carry only real rows into training, and the opt-in compilation cache."""
+
 import collections
 
 import keras
@@ -55,8 +56,13 @@ def test_fixed_batches_one_shape_real_rows_only():
 def test_partial_batches_predict_and_tta_compile_nothing_new(folder, traces):
     if keras.backend.backend() == "torch":
         pytest.skip("the kit runs torch eagerly: nothing is compiled")
-    data = ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1),
-                                          bs=8, test_name="test", progress=False)
+    data = ImageClassifierData.from_paths(
+        folder,
+        tfms=tfms_from_model(tiny, 32, aug_tfms=transforms_side_on, max_zoom=1.1),
+        bs=8,
+        test_name="test",
+        progress=False,
+    )
     keras.utils.set_random_seed(0)
     learn = ConvLearner.pretrained(tiny, data, precompute=True, weights=None)
     learn.fit(0.01, 1, verbose=False)

@@ -1,4 +1,5 @@
 """TrainConfig: defaults → file (JSON or TOML) → flags, and clear errors for bad values."""
+
 import pytest
 
 from kit.jobs.config import TrainConfig, load_config
@@ -11,7 +12,7 @@ def test_layers_defaults_file_flags(tmp_path):
     cfg = load_config(f, size=64, lr=None)
     assert (cfg.arch, cfg.size, cfg.opt, cfg.lr) == ("efficientnet_lite0", 64, "adam", None)
     t = tmp_path / "c.toml"
-    t.write_text('unfreeze_epochs = 2\nunfreeze_lr = 0.001\n')
+    t.write_text("unfreeze_epochs = 2\nunfreeze_lr = 0.001\n")
     cfg = load_config(t)
     assert cfg.unfreeze_epochs == 2 and cfg.unfreeze_lr == 0.001
     assert cfg.to_dict()["unfreeze_lr"] == 0.001

@@ -1,4 +1,5 @@
 """Folders → labelled files → decoded uint8 batches, and every kind of bad input."""
+
 import shutil
 import warnings
 
@@ -79,7 +80,7 @@ def test_odd_images_decode(tmp_path):
     rgb = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
     Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.jpg")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 256)).save(tmp_path / "deep.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 256).save(tmp_path / "deep.png")
     Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
     Image.fromarray(rgb).save(tmp_path / "png_named.jpg", format="PNG")
     Image.fromarray(np.dstack([rgb, np.full((30, 50), 128, np.uint8)])).save(tmp_path / "alpha.png")
@@ -145,9 +146,17 @@ def test_non_image_files_warn(tmp_path):
         (lambda p: shutil.rmtree(p), FileNotFoundError, "Data folder not found"),
         (lambda p: shutil.rmtree(p / "train"), FileNotFoundError, "No 'train' folder.*found valid"),
         (lambda p: shutil.rmtree(p / "valid"), FileNotFoundError, "No 'valid' folder"),
-        (lambda p: [shutil.rmtree(p / s / "dogs") for s in ("train", "valid")], ValueError, "at least two classes; received 1"),
+        (
+            lambda p: [shutil.rmtree(p / s / "dogs") for s in ("train", "valid")],
+            ValueError,
+            "at least two classes; received 1",
+        ),
         (lambda p: [f.unlink() for f in (p / "train" / "dogs").iterdir()], ValueError, "dogs has no images"),
-        (lambda p: (p / "valid" / "dogs").rename(p / "valid" / "dog"), ValueError, "differ.*only in valid: \\['dog'\\]"),
+        (
+            lambda p: (p / "valid" / "dogs").rename(p / "valid" / "dog"),
+            ValueError,
+            "differ.*only in valid: \\['dog'\\]",
+        ),
     ],
 )
 def test_bad_layouts(tmp_path, mutate, error, match):

@@ -1,4 +1,5 @@
 """Nothing lost when things go wrong on the data side (issue 11): full disks, hostile files, stale caches."""
+
 import json
 import os
 import shutil
@@ -38,7 +39,9 @@ def _skip_warning(record) -> str:
 
 def _python(script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 # ----------------------------------------------------------------------------- full disk
@@ -81,7 +84,10 @@ def test_disk_full_on_a_small_tmpfs_is_checked_before_decoding(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         make_folders(tmp_path / "data", n_train=32, n_valid=1)
@@ -96,6 +102,7 @@ def test_disk_full_on_a_small_tmpfs_is_checked_before_decoding(tmp_path):
 # ----------------------------------------------------------------------------- hostile files
 def _png_header(w: int, h: int) -> bytes:
     """A PNG that claims w×h pixels: PIL refuses it from the header alone, so it is tiny on disk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

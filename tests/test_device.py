@@ -1,4 +1,5 @@
 """kit.training.device: the accelerator's description and the dtype policy that mixed_precision="auto" picks."""
+
 import keras
 import pytest
 
@@ -24,15 +25,35 @@ def test_this_machine_is_a_cpu_without_fast_bf16():
     assert acc.platform == "cpu" and not acc.bf16
 
 
-@pytest.mark.parametrize("device, policy", [(H100, "mixed_bfloat16"), (V100, "mixed_float16"), (T4, "mixed_float16"), (CPU, "float32"),
-                                            (Accelerator("gpu", "Tesla P100", (6, 0)), "mixed_float16"), (Accelerator("gpu", "Tesla P40", (6, 1)), "float32"),
-                                            (Accelerator("tpu", "tpu"), "mixed_bfloat16"), (Accelerator("gpu", "?", None), "float32")])
+@pytest.mark.parametrize(
+    "device, policy",
+    [
+        (H100, "mixed_bfloat16"),
+        (V100, "mixed_float16"),
+        (T4, "mixed_float16"),
+        (CPU, "float32"),
+        (Accelerator("gpu", "Tesla P100", (6, 0)), "mixed_float16"),
+        (Accelerator("gpu", "Tesla P40", (6, 1)), "float32"),
+        (Accelerator("tpu", "tpu"), "mixed_bfloat16"),
+        (Accelerator("gpu", "?", None), "float32"),
+    ],
+)
 def test_auto_uses_bf16_where_fast_then_fp16_then_float32(device, policy):
     assert resolve_mixed_precision("auto", device) == policy
 
 
-@pytest.mark.parametrize("value, policy", [(True, "mixed_bfloat16"), (False, "float32"), (None, "float32"), ("bf16", "mixed_bfloat16"),
-                                           ("FP16", "mixed_float16"), ("float32", "float32"), ("mixed_bfloat16", "mixed_bfloat16")])
+@pytest.mark.parametrize(
+    "value, policy",
+    [
+        (True, "mixed_bfloat16"),
+        (False, "float32"),
+        (None, "float32"),
+        ("bf16", "mixed_bfloat16"),
+        ("FP16", "mixed_float16"),
+        ("float32", "float32"),
+        ("mixed_bfloat16", "mixed_bfloat16"),
+    ],
+)
 def test_explicit_choices_ignore_the_device(value, policy):
     assert resolve_mixed_precision(value, H100 if policy == "float32" else CPU) == policy
 

@@ -1,4 +1,5 @@
 """The offline digits competition: its Kaggle-style zips, answers kept aside, layout and scoring."""
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ backend starts (XLA_FLAGS for JAX, logical CPUs for TensorFlow), so each backend
 `helpers/distributed_lesson.py` in a process of its own, both side by side, and the tests assert on
 the JSON it prints (shared by the tests through a fixture).
 """
+
 import json
 import os
 import subprocess
@@ -37,13 +38,16 @@ def test_an_int_is_the_first_n_and_a_list_names_them():
     assert [d.name for d in resolve_devices(["gpu:1"], T4, "tensorflow")] == ["gpu:1"]
 
 
-@pytest.mark.parametrize("devices, match", [
-    (3, r"devices=3 asks for 3 devices, but the jax backend sees 2: \['gpu:0', 'gpu:1'\]"),
-    (0, "positive number"),
-    (["gpu:7"], r"Unknown devices \['gpu:7'\].*gpu:0"),
-    (["gpu:0", "gpu:0"], "twice"),
-    (2.5, "positive number"),
-])
+@pytest.mark.parametrize(
+    "devices, match",
+    [
+        (3, r"devices=3 asks for 3 devices, but the jax backend sees 2: \['gpu:0', 'gpu:1'\]"),
+        (0, "positive number"),
+        (["gpu:7"], r"Unknown devices \['gpu:7'\].*gpu:0"),
+        (["gpu:0", "gpu:0"], "twice"),
+        (2.5, "positive number"),
+    ],
+)
 def test_impossible_requests_say_what_was_asked_and_what_exists(devices, match):
     with pytest.raises(ValueError, match=match):
         resolve_devices(devices, T4, "jax")
@@ -51,7 +55,9 @@ def test_impossible_requests_say_what_was_asked_and_what_exists(devices, match):
 
 def test_torch_trains_on_one_device_and_says_where_to_go_for_more():
     assert [d.name for d in resolve_devices(1, T4, "torch")] == ["gpu:0"]
-    with pytest.raises(ValueError, match="torch backend trains on one device.*KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow"):
+    with pytest.raises(
+        ValueError, match="torch backend trains on one device.*KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow"
+    ):
         resolve_devices(2, T4, "torch")
     with pytest.warns(UserWarning, match="1 of the 2 GPUs"):
         assert len(resolve_devices("auto", T4, "torch")) == 1
@@ -68,7 +74,9 @@ def test_batch_size_must_split_evenly():
 
 def test_describe_is_the_epoch_table_title():
     assert describe(T4[:2], "jax", "mixed_float16") == "2 × Tesla T4, jax, mixed_float16"
-    assert describe([T4[0], DeviceInfo("gpu:2", "Tesla P100", "gpu")], "tensorflow") == "Tesla T4 + Tesla P100, tensorflow"
+    assert (
+        describe([T4[0], DeviceInfo("gpu:2", "Tesla P100", "gpu")], "tensorflow") == "Tesla T4 + Tesla P100, tensorflow"
+    )
 
 
 def test_config_devices():
@@ -90,8 +98,13 @@ def _start(backend: str, tmp: Path) -> subprocess.Popen:
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if backend == "jax":
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    return subprocess.Popen([sys.executable, str(HERE / "helpers" / "distributed_lesson.py"), str(tmp)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "helpers" / "distributed_lesson.py"), str(tmp)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +130,12 @@ def test_the_whole_lesson_runs_in_every_cell(two, policy, devices):
     c = two["cells"][f"{policy}/{devices}"]
     assert c["finite"], c["fits"]
     assert len(c["history"]) == 6  # 1 + 1 + 1 (after lr_find) + 1 (augmented) + 1 + 1 (SGDR with a restart, unfrozen)
-    assert c["lr_find"]["points"] >= 3 and c["lr_find"]["finite_losses"] >= 3 and c["lr_find"]["suggestion_finite"] and c["lr_find"]["restored"]
+    assert (
+        c["lr_find"]["points"] >= 3
+        and c["lr_find"]["finite_losses"] >= 3
+        and c["lr_find"]["suggestion_finite"]
+        and c["lr_find"]["restored"]
+    )
     assert c["predict_shape"] == [16, 2] and c["test_shape"] == [5, 2] and c["tta_shape"] == [3, 16, 2]
     assert c["load_max_diff"] < 1e-6  # the saved weights, exactly
 
@@ -127,7 +145,11 @@ def test_every_cell_computes_in_its_policy_and_ends_in_float32(two, policy):
     for devices in (1, 2):
         c = two["cells"][f"{policy}/{devices}"]
         d = c["dtypes"]
-        assert d["policy"] == policy and d["body_compute"] == d["hidden_compute"] == COMPUTE[policy] and d["body_variable"] == "float32"
+        assert (
+            d["policy"] == policy
+            and d["body_compute"] == d["hidden_compute"] == COMPUTE[policy]
+            and d["body_variable"] == "float32"
+        )
         assert d["logits_compute"] == "float32" and d["output_dtype"] == "float32"  # Keras' rule for the output layer
         assert c["optimizer"] == ("LossScaleOptimizer" if policy == "mixed_float16" else "DifferentialSGD")
         assert c["line"] == f"{devices} × cpu, {two['backend']}, {policy}"

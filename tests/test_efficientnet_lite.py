@@ -1,4 +1,5 @@
 """kit.models.efficientnet_lite: the architecture, the weight conversion, the cache and where weights come from."""
+
 from __future__ import annotations
 
 import shutil

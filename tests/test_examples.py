@@ -1,4 +1,5 @@
 """Smoke runs of what the README tells people to run: the lesson-1 script and the offline demo."""
+
 import os
 import subprocess
 import sys
@@ -11,9 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_lesson1_script_runs(tmp_path):
     env = dict(os.environ, KIT_DATA=str(tmp_path / "data"), MPLBACKEND="Agg")
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "lesson1.py"), "--quick"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "lesson1.py"), "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for expected in ("epoch", "trn_loss", "data.classes -> ['0', '1'", "log_preds.shape ->", "lr_find suggests", "TTA accuracy"):
+    for expected in (
+        "epoch",
+        "trn_loss",
+        "data.classes -> ['0', '1'",
+        "log_preds.shape ->",
+        "lr_find suggests",
+        "TTA accuracy",
+    ):
         assert expected in r.stdout, expected
     plots = tmp_path / "data" / "digits" / "lesson1"
     assert {"correct.png", "lr_find.png", "confusion.png"} <= {p.name for p in plots.iterdir()}

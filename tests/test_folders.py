@@ -1,4 +1,5 @@
 """Any class-folder tree as a data set: the work-folder choice, read-only folders, `kit train|predict|analyze --folder`."""
+
 import os
 import warnings
 from pathlib import Path
@@ -23,7 +24,11 @@ def listing(root: Path) -> dict[str, tuple]:
     out = {".": ("dir", 0, os.stat(root).st_mtime_ns)}
     for p in sorted(root.rglob("*")):
         st = os.lstat(p)
-        out[str(p.relative_to(root))] = ("dir" if p.is_dir() else "file", 0 if p.is_dir() else st.st_size, st.st_mtime_ns)
+        out[str(p.relative_to(root))] = (
+            "dir" if p.is_dir() else "file",
+            0 if p.is_dir() else st.st_size,
+            st.st_mtime_ns,
+        )
     return out
 
 
@@ -59,7 +64,9 @@ def test_work_dir_choice(tmp_path, cache, monkeypatch):
     try:
         assert not env.is_writable(locked)
         work = env.work_dir_for(locked)
-        assert work.parent == cache / "work" and work.name.startswith("photos-") and len(work.name) == len("photos-") + 8
+        assert (
+            work.parent == cache / "work" and work.name.startswith("photos-") and len(work.name) == len("photos-") + 8
+        )
         assert env.work_dir_for(locked) == work  # stable: the same folder finds its caches and runs again
     finally:
         locked.chmod(0o755)
@@ -87,8 +94,14 @@ def test_from_paths_read_only_folder(read_only, cache, tmp_path):
     learn = ConvLearner.pretrained(tiny, data, precompute=True, weights=None)  # activations cached too
     learn.fit(0.01, 1, verbose=False)
     assert learn.save("m") == work / "models" / "m.weights.h5"
-    explicit = ImageClassifierData.from_paths(root, tfms=tfms_from_model(tiny, SZ), bs=8, progress=False, tmp_dir=tmp_path / "t", max_per_class=3)
-    assert explicit.tmp_dir == tmp_path / "t" and len(explicit.trn_ds) == 6 and sorted(np.bincount(explicit.val_y)) == [3, 3]
+    explicit = ImageClassifierData.from_paths(
+        root, tfms=tfms_from_model(tiny, SZ), bs=8, progress=False, tmp_dir=tmp_path / "t", max_per_class=3
+    )
+    assert (
+        explicit.tmp_dir == tmp_path / "t"
+        and len(explicit.trn_ds) == 6
+        and sorted(np.bincount(explicit.val_y)) == [3, 3]
+    )
     assert listing(root) == before
 
 
@@ -124,7 +137,24 @@ def test_train_predict_analyze_a_read_only_folder(read_only, cache, tmp_path, mo
     monkeypatch.setitem(archs.ARCHS, "tiny", tiny)
     config = tmp_path / "train.json"
     config.write_text('{"tta": false, "lr": 0.01, "epochs": 1, "bs": 8}')
-    assert main(["train", "--folder", str(root), "--arch", "tiny", "--weights", "none", "--size", str(SZ), "--config", str(config)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--folder",
+                str(root),
+                "--arch",
+                "tiny",
+                "--weights",
+                "none",
+                "--size",
+                str(SZ),
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
     assert "train: lr 0.01" in capsys.readouterr().out
     work = env.work_dir_for(root)
     run = RunFolder.latest(work)
@@ -149,9 +179,15 @@ def test_train_predict_analyze_a_read_only_folder(read_only, cache, tmp_path, mo
     assert [g[1] for g in got] == [preds.classes[k] for k in preds.val_probs.argmax(axis=1)]
 
     csv = tmp_path / "out" / "p.csv"
-    assert main(["predict", "--folder", str(root), "--run", run.name, "-o", str(csv), str(bad), *preds.val_files[:3]]) == 0
+    assert (
+        main(["predict", "--folder", str(root), "--run", run.name, "-o", str(csv), str(bad), *preds.val_files[:3]]) == 0
+    )
     rows = csv.read_text().splitlines()
-    assert rows[0] == "path,class,probability,cats,dogs" and len(rows) == 4 and rows[1].startswith(preds.val_files[0] + ",")
+    assert (
+        rows[0] == "path,class,probability,cats,dogs"
+        and len(rows) == 4
+        and rows[1].startswith(preds.val_files[0] + ",")
+    )
     assert "3 images" in capsys.readouterr().out
 
     assert main(["analyze", "--folder", str(root)]) == 0

@@ -1,4 +1,5 @@
 """kit.io: atomic writes that leave the old file on failure, strict JSON, free-space checks."""
+
 from __future__ import annotations
 
 import errno
@@ -21,7 +22,11 @@ def test_atomic_write_replaces_and_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize("name", ["m.weights.h5", "x.npy", "p.npz", "plain"])
 def test_atomic_path_keeps_the_suffix_writers_insist_on(tmp_path, name):
     with atomic_path(tmp_path / name) as tmp:
-        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.name.endswith(name[name.find("."):] if "." in name else "")
+        assert (
+            tmp.parent == tmp_path
+            and tmp.name.startswith(".")
+            and tmp.name.endswith(name[name.find(".") :] if "." in name else "")
+        )
         if name.endswith(".npy"):
             np.save(tmp, np.arange(3))
         else:

@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from helpers.fake_kaggle import FakeKaggle, fake_kaggle, make_zip  # noqa: F401 - fake_kaggle is a fixture
 
+from helpers.fake_kaggle import FakeKaggle, make_zip
 from kit.kaggle import client as kk
 
 SLUG = "tiny-cats"

@@ -1,4 +1,5 @@
 """Safe extraction, the seeded stratified split, the lesson's layout and the Kaggle-notebook helpers."""
+
 from __future__ import annotations
 
 import io
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.images import easy_image
 
 import kit.kaggle.layout as kl
-from kit.kaggle.competition import Competition, label_by_prefix
+from helpers.images import easy_image
 from kit.env import default_data_dir, in_kaggle_notebook
+from kit.kaggle.competition import Competition, label_by_prefix
 from kit.kaggle.layout import (
     UnsafeZipError,
     check_zip,
@@ -26,9 +27,15 @@ from kit.kaggle.layout import (
 )
 
 PETS = Competition(
-    slug="tiny-pets", title="Tiny pets", classes=("cats", "dogs"),
-    files=("train.zip", "test.zip", "sample_submission.csv"), train_zip="train.zip", test_zip="test.zip",
-    label_from_name=label_by_prefix({"cat": "cats", "dog": "dogs"}), positive_class="dogs", valid_size=6,
+    slug="tiny-pets",
+    title="Tiny pets",
+    classes=("cats", "dogs"),
+    files=("train.zip", "test.zip", "sample_submission.csv"),
+    train_zip="train.zip",
+    test_zip="test.zip",
+    label_from_name=label_by_prefix({"cat": "cats", "dog": "dogs"}),
+    positive_class="dogs",
+    valid_size=6,
 )
 N_CATS, N_DOGS, N_TEST = 10, 20, 8
 
@@ -209,8 +216,10 @@ def test_layout_from_extracted_folders_leaves_the_source_alone(tmp_path):
 def test_layout_from_kaggles_one_zip_bundle(zips, tmp_path):
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
-    write_zip(bundle_dir / f"{PETS.slug}.zip",
-              {n: (zips / n).read_bytes() for n in ("train.zip", "test.zip")} | {"sample_submission.csv": b"id,label\n"})
+    write_zip(
+        bundle_dir / f"{PETS.slug}.zip",
+        {n: (zips / n).read_bytes() for n in ("train.zip", "test.zip")} | {"sample_submission.csv": b"id,label\n"},
+    )
     root = prepare_layout(PETS, bundle_dir, tmp_path / "data", progress=False)
     assert len(names(root / "test")) == N_TEST
     assert (bundle_dir / "train.zip").is_file()

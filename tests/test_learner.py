@@ -1,7 +1,8 @@
 """ConvLearner on a tiny body: precompute, fit, predict order, frozen BatchNorm, rates, TTA, save."""
+
+import keras
 import numpy as np
 import pytest
-import keras
 
 from helpers.images import make_folders
 from helpers.tiny import tiny
@@ -14,11 +15,15 @@ SZ = 32
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return make_folders(tmp_path_factory.mktemp("easy"), classes=("cats", "dogs", "frogs"), n_train=16, n_valid=8, n_test=6)
+    return make_folders(
+        tmp_path_factory.mktemp("easy"), classes=("cats", "dogs", "frogs"), n_train=16, n_valid=8, n_test=6
+    )
 
 
 def _data(folder, aug=None, **kw):
-    return ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, SZ, aug_tfms=aug), bs=8, test_name="test", progress=False, **kw)
+    return ImageClassifierData.from_paths(
+        folder, tfms=tfms_from_model(tiny, SZ, aug_tfms=aug), bs=8, test_name="test", progress=False, **kw
+    )
 
 
 def _learner(folder, precompute=True, aug=None, seed=0, **kw):
@@ -27,7 +32,12 @@ def _learner(folder, precompute=True, aug=None, seed=0, **kw):
 
 
 def _bn_stats(learn):
-    return [keras.ops.convert_to_numpy(v).copy() for l in learn.backbone.layers if isinstance(l, keras.layers.BatchNormalization) for v in l.non_trainable_weights]
+    return [
+        keras.ops.convert_to_numpy(v).copy()
+        for l in learn.backbone.layers
+        if isinstance(l, keras.layers.BatchNormalization)
+        for v in l.non_trainable_weights
+    ]
 
 
 def test_precompute_fit_beats_chance_and_predict_follows_val_y(folder, capsys):
@@ -78,7 +88,9 @@ def test_frozen_batchnorm_stats_do_not_move(folder):
     learn.fit(0.05, 1, verbose=False)
     for a, b in zip(before, _bn_stats(learn)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(conv_before, keras.ops.convert_to_numpy(learn.backbone.get_layer("early_conv").kernel))
+    np.testing.assert_array_equal(
+        conv_before, keras.ops.convert_to_numpy(learn.backbone.get_layer("early_conv").kernel)
+    )
     learn.unfreeze()  # BatchNorm stays in inference mode; the convolutions train
     learn.fit(0.05, 1, verbose=False)
     for a, b in zip(before, _bn_stats(learn)):

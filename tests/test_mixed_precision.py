@@ -4,6 +4,7 @@ checkpoints; devices and precision owned by the learner from its construction (i
 The whole lesson under every policy on 1 and 2 devices is tests/test_distribute.py's matrix; these
 are the single-device facts, on every backend.
 """
+
 import contextlib
 
 import keras
@@ -73,8 +74,18 @@ def test_a_second_fit_starts_from_a_fresh_optimizer_and_the_initial_loss_scale(f
     opt = learn.head.optimizer
     assert _value(opt.dynamic_scale) < 2.0**30
     fresh = []
-    learn.fit(1e-2, 1, verbose=False, callbacks=[keras.callbacks.LambdaCallback(
-        on_train_begin=lambda logs: fresh.extend([_value(opt.dynamic_scale), _value(opt.step_counter), _value(inner_optimizer(opt).iterations)]))])
+    learn.fit(
+        1e-2,
+        1,
+        verbose=False,
+        callbacks=[
+            keras.callbacks.LambdaCallback(
+                on_train_begin=lambda logs: fresh.extend(
+                    [_value(opt.dynamic_scale), _value(opt.step_counter), _value(inner_optimizer(opt).iterations)]
+                )
+            )
+        ],
+    )
     assert fresh == [opt.initial_scale, 0.0, 0.0]
 
 

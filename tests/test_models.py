@@ -1,7 +1,8 @@
 """Archs, the weights resolution order, preprocessing and the head."""
+
+import keras
 import numpy as np
 import pytest
-import keras
 
 from kit.models.archs import (
     Arch,
@@ -14,7 +15,13 @@ from kit.models.archs import (
 )
 
 # An arch whose "download" goes to a closed local port: offline, as in CI.
-OFFLINE = Arch("offline_net", keras.applications.ResNet50, "caffe", "offline_net_notop.h5", "http://127.0.0.1:9/offline_net_notop.h5")
+OFFLINE = Arch(
+    "offline_net",
+    keras.applications.ResNet50,
+    "caffe",
+    "offline_net_notop.h5",
+    "http://127.0.0.1:9/offline_net_notop.h5",
+)
 
 
 @pytest.fixture
@@ -67,7 +74,9 @@ def test_preprocess_modes():
     out = lambda mode: keras.ops.convert_to_numpy(Preprocess(mode)(x))[0, 0, 0]
     np.testing.assert_allclose(out("caffe"), [255 - 103.939, 128 - 116.779, 0 - 123.68], rtol=1e-5)
     np.testing.assert_allclose(out("tf"), [-1, 128 / 127.5 - 1, 1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out("torch"), [(0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
+    np.testing.assert_allclose(
+        out("torch"), [(0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5
+    )
     np.testing.assert_allclose(out("lite"), [-127 / 128, 1 / 128, 1], rtol=1e-5)
     np.testing.assert_allclose(out("none"), [0, 128, 255])
     with pytest.raises(ValueError, match="Received mode='bgr'"):

@@ -1,4 +1,5 @@
 """Differential learning rates on every backend."""
+
 from __future__ import annotations
 
 import keras
@@ -88,8 +89,10 @@ def test_multiplier_scales_the_step_exactly():
 def test_without_multipliers_it_trains_like_keras(name, keras_cls):
     x, y = data()
     results = []
-    for opt in (make_optimizer(name, 0.05, momentum=0.9),
-                getattr(keras.optimizers, keras_cls)(0.05, **({"momentum": 0.9} if name == "sgd" else {"beta_1": 0.9}))):
+    for opt in (
+        make_optimizer(name, 0.05, momentum=0.9),
+        getattr(keras.optimizers, keras_cls)(0.05, **({"momentum": 0.9} if name == "sgd" else {"beta_1": 0.9})),
+    ):
         model, _ = three_groups()
         model.compile(opt, "mse")
         model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)

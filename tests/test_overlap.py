@@ -1,5 +1,6 @@
 """Precompute overlapped with decoding (issue 10): from_paths returns while workers decode, the body runs
 on each chunk as it lands, and every failure still ends as it did when decoding came first."""
+
 import json
 import os
 import subprocess
@@ -26,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data(path, **kw):
-    return ImageClassifierData.from_paths(path, tfms=tfms_from_model(tiny, SZ), bs=BS, progress=False, num_workers=2, **kw)
+    return ImageClassifierData.from_paths(
+        path, tfms=tfms_from_model(tiny, SZ), bs=BS, progress=False, num_workers=2, **kw
+    )
 
 
 def _learner(data):
@@ -84,7 +87,9 @@ def test_body_runs_on_chunks_before_the_split_is_decoded(folder, gated):
 
 
 def test_overlapped_activations_equal_those_from_the_finished_cache(folder, gated):
-    (folder / "train" / "dogs" / "broken.jpg").write_bytes(b"not an image" * 10)  # a row of zeros (in chunk 5), left out
+    (folder / "train" / "dogs" / "broken.jpg").write_bytes(
+        b"not an image" * 10
+    )  # a row of zeros (in chunk 5), left out
     data = _data(folder)
     assert data.trn_ds.decoding is not None
     with pytest.warns(UserWarning) as record:
@@ -184,13 +189,23 @@ print(json.dumps(out))
 
 def test_disk_full_while_workers_write_is_raised_where_the_images_are_read(folder):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-c", DISK_FULL, str(folder), str(ROOT / "tests")], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(folder), str(ROOT / "tests")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     need = 128 + 2 * N_TRAIN * SZ * SZ * 3 + 128 + 2 * N_TRAIN
     for how, (kind, msg, left) in json.loads(r.stdout.strip().splitlines()[-1]).items():
         assert kind == "NotEnoughSpaceError", (how, kind, msg)
-        assert f"{folder / 'tmp'} for the 'train' image cache" in msg and f"({need} bytes)" in msg and "(65536 bytes) free" in msg, msg
+        assert (
+            f"{folder / 'tmp'} for the 'train' image cache" in msg
+            and f"({need} bytes)" in msg
+            and "(65536 bytes) free" in msg
+        ), msg
         assert not [n for n in left if n.startswith((".", "train_", "act_"))], (how, left)  # only the valid cache
 
 
@@ -215,7 +230,13 @@ if sys.argv[4] == "ctrl-c":
 def test_interpreter_exit_stops_the_workers_and_leaves_nothing(folder, tmp_path, how):
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", EXIT, str(folder / "train"), str(cache), str(ROOT / "tests"), how],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", EXIT, str(folder / "train"), str(cache), str(ROOT / "tests"), how],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == (0 if how == "exit" else -2), r.stderr[-3000:]  # Ctrl-C ends as Ctrl-C does
     assert sorted(p.name for p in cache.iterdir()) == []  # not waited for: no cache, no temporary file

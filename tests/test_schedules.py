@@ -1,4 +1,5 @@
 """The pure learning-rate maths, checked with numbers."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ The signals are real, sent to `kit train` subprocesses at moments made determini
 is built with the main thread inside a garbage-collection callback (where Python drops an interrupt),
 while workers decode (half a second a chunk), while a checkpoint is written (its fsync held).
 """
+
 import json
 import os
 import re
@@ -79,9 +80,15 @@ class Cli:
     def __init__(self, tmp_path: Path, mode: str, *args: str):
         n = len(list(tmp_path.glob("stderr-*.txt")))
         self.stderr_path = tmp_path / f"stderr-{n}.txt"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
         with open(self.stderr_path, "w") as err:
-            self.p = subprocess.Popen([sys.executable, "-c", RUN, mode, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            self.p = subprocess.Popen(
+                [sys.executable, "-c", RUN, mode, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err
+            )
 
     def err(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -94,7 +101,9 @@ class Cli:
             if result:
                 return result
             if self.p.poll() is not None:
-                pytest.fail(f"kit ended (rc {self.p.returncode}) before {what}:\n{self.err()[:1500]}\n...\n{self.err()[-1500:]}")
+                pytest.fail(
+                    f"kit ended (rc {self.p.returncode}) before {what}:\n{self.err()[:1500]}\n...\n{self.err()[-1500:]}"
+                )
             time.sleep(0.05)
         self.p.kill()
         pytest.fail(f"no {what} within {timeout} s:\n{self.err()[-3000:]}")
@@ -105,7 +114,9 @@ class Cli:
 
     def workers(self) -> set[int]:
         """The decoding processes that announced themselves (helpers.gate.decode_at_a_walk)."""
-        return {int(pid) for pid in re.findall(r"decoding in (\d+)", self.err())}  # also after a progress bar, on its line
+        return {
+            int(pid) for pid in re.findall(r"decoding in (\d+)", self.err())
+        }  # also after a progress bar, on its line
 
 
 def _last_line(err: str) -> str:
@@ -156,10 +167,22 @@ def _finished_runs(root: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------ Ctrl-C while the model builds
 
+
 def test_ctrl_c_landing_in_a_gc_callback_still_stops_kit_train(tmp_path):
     """Python only prints an interrupt raised in a gc callback ("Exception ignored in _xla_gc_callback")."""
     folder = make_folders(tmp_path / "f", n_train=8, n_valid=4)
-    cli = Cli(tmp_path, "gc-while-building", "train", "--folder", str(folder), *TRAIN, "--epochs", "1", "--config", _config(tmp_path, num_workers=1))
+    cli = Cli(
+        tmp_path,
+        "gc-while-building",
+        "train",
+        "--folder",
+        str(folder),
+        *TRAIN,
+        "--epochs",
+        "1",
+        "--config",
+        _config(tmp_path, num_workers=1),
+    )
     cli.wait_for("the model build", lambda: "building: in a gc callback" in cli.err())
     rc = cli.stop(signal.SIGINT)
     err = cli.err()
@@ -170,6 +193,7 @@ def test_ctrl_c_landing_in_a_gc_callback_still_stops_kit_train(tmp_path):
 
 # ------------------------------------------------------------------------------------ an interrupt turned into an error
 
+
 @contextmanager
 def _terminal_signals():
     """SIGINT as a terminal gives it, and a SIGTERM that cannot end pytest if the CLI does not handle it."""
@@ -177,7 +201,9 @@ def _terminal_signals():
     def unhandled(signum, frame):
         raise RuntimeError("SIGTERM reached the test's own handler: the CLI installed none")
 
-    saved = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, unhandled))}
+    saved = {
+        s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, unhandled))
+    }
     try:
         yield unhandled
     finally:
@@ -195,7 +221,9 @@ def test_an_error_a_library_raises_instead_of_the_interrupt_is_the_interruption(
             os.kill(os.getpid(), sig)  # a real signal; the CLI's handler raises KeyboardInterrupt here
             time.sleep(5)
         except KeyboardInterrupt:
-            raise RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active exception types") from None
+            raise RuntimeError(
+                "pybind11::error_already_set: MISMATCH of original and normalized active exception types"
+            ) from None
         pytest.fail("the signal did not stop predict")
 
     monkeypatch.setattr(kit.jobs.predict, "predict_images", predict_images)
@@ -203,7 +231,10 @@ def test_an_error_a_library_raises_instead_of_the_interrupt_is_the_interruption(
     hook = sys.unraisablehook
     with _terminal_signals() as unhandled:
         assert main(["predict", "--folder", str(tmp_path), "--run", "r1", "x.jpg"]) == 128 + sig
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and signal.getsignal(signal.SIGTERM) is unhandled
+        assert (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            and signal.getsignal(signal.SIGTERM) is unhandled
+        )
     assert sys.unraisablehook is hook  # the CLI's handlers lasted as long as the command
     (line,) = capsys.readouterr().err.strip().splitlines()
     how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM (exit code 143 = 128 + 15): interrupted"
@@ -221,6 +252,7 @@ def test_a_signal_ignored_from_the_start_stays_ignored():
 
 
 # ------------------------------------------------------------------------------------ kills while images decode
+
 
 @linux_only
 def test_sigkill_while_decoding_leaves_no_worker_and_the_next_run_cleans_up_and_stops_on_sigterm(tmp_path):
@@ -253,13 +285,16 @@ def test_sigkill_while_decoding_leaves_no_worker_and_the_next_run_cleans_up_and_
 
 # ------------------------------------------------------------------------------------ kills while a checkpoint is written
 
+
 @linux_only
 def test_kills_while_a_checkpoint_is_written_leave_it_readable_and_nothing_behind(tmp_path):
     from kit.training.callbacks.checkpoint import read_checkpoint_state
 
     folder = make_folders(tmp_path / "f", n_train=8, n_valid=4)
     cfg = _config(tmp_path, num_workers=1)
-    killed = Cli(tmp_path, "hold-checkpoint-write:2", "train", "--folder", str(folder), *TRAIN, "--epochs", "3", "--config", cfg)
+    killed = Cli(
+        tmp_path, "hold-checkpoint-write:2", "train", "--folder", str(folder), *TRAIN, "--epochs", "3", "--config", cfg
+    )
     killed.wait_for("the second checkpoint's write", lambda: "writing checkpoint 2" in killed.err())
     assert killed.stop(signal.SIGKILL) == -signal.SIGKILL
     (run,) = RunFolder.unfinished(folder)
@@ -276,12 +311,14 @@ def test_kills_while_a_checkpoint_is_written_leave_it_readable_and_nothing_behin
     assert rc == 143, err[-3000:]
     assert _last_line(err) == (
         f"kit train: stopped by SIGTERM (exit code 143 = 128 + 15): training interrupted; the checkpoint after epoch 0 is "
-        f"{run.checkpoint_dir / 'last.npz'}. Resume with: kit train --folder {folder} --resume {run.name}"), err[-3000:]
+        f"{run.checkpoint_dir / 'last.npz'}. Resume with: kit train --folder {folder} --resume {run.name}"
+    ), err[-3000:]
     assert _temporaries(run.checkpoint_dir) == [] and not run.finished
     assert read_checkpoint_state(run.checkpoint_dir)["history"][-1]["epoch"] == 0
 
 
 # ------------------------------------------------------------------------------------ the pure parts
+
 
 @linux_only
 def test_a_thread_or_a_zombie_is_not_a_live_writer():
@@ -306,19 +343,20 @@ def test_stale_temporaries_are_those_whose_writer_is_gone(tmp_path):
         host = TMP_NAME.match(live.name)["host"]
         other = "0000" if host != "0000" else "ffff"
         files = {
-            f".dead.{gone.pid}-{host}-0123abcd.tmp.npz": (b"12345", 0),           # its writer has exited: removed
-            f".far.{gone.pid}-{other}-0123abcd.tmp.npy": (b"x", 0),               # another machine's, fresh: kept
-            f".far_old.{gone.pid}-{other}-0123abcd.tmp.npy": (b"123", 7200),      # and two hours old: removed
-            ".last.0123abcd.tmp.npz": (b"1", 0),                                  # the old format, fresh: kept
-            ".last.4567cdef.tmp.npz": (b"1234567", 7200),                         # and old: removed
-            ".notes.0123abcd.txt": (b"1", 7200),                                  # not a temporary name: kept
+            f".dead.{gone.pid}-{host}-0123abcd.tmp.npz": (b"12345", 0),  # its writer has exited: removed
+            f".far.{gone.pid}-{other}-0123abcd.tmp.npy": (b"x", 0),  # another machine's, fresh: kept
+            f".far_old.{gone.pid}-{other}-0123abcd.tmp.npy": (b"123", 7200),  # and two hours old: removed
+            ".last.0123abcd.tmp.npz": (b"1", 0),  # the old format, fresh: kept
+            ".last.4567cdef.tmp.npz": (b"1234567", 7200),  # and old: removed
+            ".notes.0123abcd.txt": (b"1", 7200),  # not a temporary name: kept
         }
         for name, (data, age) in files.items():
             (tmp_path / name).write_bytes(data)
             os.utime(tmp_path / name, (time.time() - age, time.time() - age))
         assert remove_stale_temporaries([tmp_path, tmp_path / "missing"]) == (3, 5 + 3 + 7)
         assert live.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            [live.name, f".far.{gone.pid}-{other}-0123abcd.tmp.npy", ".last.0123abcd.tmp.npz", ".notes.0123abcd.txt"])
+            [live.name, f".far.{gone.pid}-{other}-0123abcd.tmp.npy", ".last.0123abcd.tmp.npz", ".notes.0123abcd.txt"]
+        )
     assert (tmp_path / "live.npz").exists()
 
 

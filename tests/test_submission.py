@@ -1,4 +1,5 @@
 """Submission files: the atomic write, every validation rule, and local scoring."""
+
 from __future__ import annotations
 
 import math
@@ -122,7 +123,10 @@ def test_each_validation_rule(tmp_path, text, message):
 
 
 def test_class_index_and_class_name_values_are_checked(tmp_path):
-    with pytest.raises(ValueError, match=r"line 2, column 'label' \(id '1'\) must be a class index 0..1 \(0=cats, 1=dogs\). Received '2'"):
+    with pytest.raises(
+        ValueError,
+        match=r"line 2, column 'label' \(id '1'\) must be a class index 0..1 \(0=cats, 1=dogs\). Received '2'",
+    ):
         validate_submission(Y2013, csv_file(tmp_path, HEADER + "1,2\n"), ["1"])
     with pytest.raises(ValueError, match=r"class index .*Received '0.7'"):
         validate_submission(Y2013, csv_file(tmp_path, HEADER + "1,0.7\n"), ["1"])

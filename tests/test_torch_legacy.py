@@ -1,4 +1,5 @@
 """kit.models.torch_legacy: torch checkpoints read as numpy, without torch, refusing foreign globals."""
+
 from __future__ import annotations
 
 import os
@@ -51,7 +52,11 @@ def _torch_state():
     e = _expected()
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     big = torch.arange(10, dtype=torch.int64) * 3
-    state = {k: torch.from_numpy(v.copy()) for k, v in e.items() if k not in ("transposed", "big", "slice", "every_other", "bf16")}
+    state = {
+        k: torch.from_numpy(v.copy())
+        for k, v in e.items()
+        if k not in ("transposed", "big", "slice", "every_other", "bf16")
+    }
     state["transposed"] = base.t()
     state["big"] = big
     state["slice"] = big[3:7]
@@ -96,7 +101,12 @@ def test_zip_file_known_values(tmp_path):
 
 def test_nested_object_and_parameters(tmp_path):
     torch = pytest.importorskip("torch")
-    obj = {"epoch": 3, "name": "x", "model": {"w": torch.nn.Parameter(torch.ones(2, 2))}, "list": [torch.zeros(1), (torch.tensor([5]),)]}
+    obj = {
+        "epoch": 3,
+        "name": "x",
+        "model": {"w": torch.nn.Parameter(torch.ones(2, 2))},
+        "list": [torch.zeros(1), (torch.tensor([5]),)],
+    }
     path = tmp_path / "ckpt.pth"
     torch.save(obj, path, _use_new_zipfile_serialization=False)
     got = load(path)

@@ -15,11 +15,13 @@ interp.plot_confusion_matrix(normalize=True).savefig("cm.png")
 The lesson's bare functions (`most_by_correct(...)`, `plot_val_with_title(...)`) live in `kit.lesson`
 and act on the Interpretation that `learn.interpret()` made last; this module keeps no global state.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -36,6 +38,7 @@ LOSS_EPS = float(np.finfo(np.float64).eps)
 # report with hundreds of tiles slow and heavy.
 THUMB_MAX_SIDE = 256
 TILE_INCHES = 3.0
+
 
 def _check_count(name: str, n: Any, allow_none: bool = False) -> int | None:
     if n is None and allow_none:
@@ -146,9 +149,7 @@ class Interpretation:
         y = y.astype(np.int64)
         bad = np.flatnonzero((y < 0) | (y >= c))
         if bad.size:
-            raise ValueError(
-                f"y must hold class indices in [0, {c}). Received y[{bad[0]}]={y[bad[0]]}"
-            )
+            raise ValueError(f"y must hold class indices in [0, {c}). Received y[{bad[0]}]={y[bad[0]]}")
         if len(files) != n:
             raise ValueError(f"files must list the {n} images of probs. Received {len(files)} files")
         probs = probs.astype(np.float64)
@@ -172,7 +173,7 @@ class Interpretation:
         self.losses = -np.log(np.clip(probs[np.arange(n), y], LOSS_EPS, 1.0))
 
     @classmethod
-    def from_learner(cls, learn: Any, tta: bool = False) -> "Interpretation":
+    def from_learner(cls, learn: Any, tta: bool = False) -> Interpretation:
         """Builds an Interpretation from a learner's predictions on its validation set.
 
         Example:
@@ -362,15 +363,23 @@ class Interpretation:
             if img is None:
                 # A placeholder keeps the grid readable and says which file to look at.
                 ax.imshow(np.full((64, 64, 3), 220, dtype=np.uint8))
-                ax.text(0.5, 0.5, f"{why}\n{path.name}", ha="center", va="center", fontsize=8,
-                        transform=ax.transAxes, wrap=True)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{why}\n{path.name}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    transform=ax.transAxes,
+                    wrap=True,
+                )
             else:
                 ax.imshow(img)
             ax.set_title(t, fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(path.name, fontsize=7)
-        for ax in axes[len(idxs):]:
+        for ax in axes[len(idxs) :]:
             fig.delaxes(ax)
         fig.suptitle(suptitle)
         return fig
@@ -461,6 +470,13 @@ class Interpretation:
         if c <= 30:
             threshold = (1 if normalize else max(1, cm.max())) / 2
             for (r, k), v in np.ndenumerate(cm):
-                ax.text(k, r, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center",
-                        fontsize=9, color="white" if v > threshold else "black")
+                ax.text(
+                    k,
+                    r,
+                    f"{v:.2f}" if normalize else f"{int(v)}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if v > threshold else "black",
+                )
         return fig

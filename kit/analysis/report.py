@@ -14,6 +14,7 @@ interp = learn.interpret()
 write_report(interp, "runs/2024-01-01", lr_finder_png="runs/2024-01-01/lr_find.png", config=asdict(cfg))
 ```
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -120,13 +122,13 @@ def _fmt(v: Any) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _history_rows(history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> tuple[list[str], list[list[Any]]]:
+def _history_rows(
+    history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+) -> tuple[list[str], list[list[Any]]]:
     if isinstance(history, Mapping):
         # Keras' History.history: {"loss": [...], "val_loss": [...]} -> one row per epoch.
         n = max((len(v) for v in history.values()), default=0)
@@ -208,7 +210,9 @@ def write_report(
     if lr_finder_png is not None:
         lr_src = Path(lr_finder_png)
         if not lr_src.is_file():
-            raise FileNotFoundError(f"lr_finder_png must be an existing image file. Received lr_finder_png={str(lr_src)!r}")
+            raise FileNotFoundError(
+                f"lr_finder_png must be an existing image file. Received lr_finder_png={str(lr_src)!r}"
+            )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -220,8 +224,12 @@ def write_report(
         sections[section].append((name, caption))
 
     save(interp.plot_confusion_matrix(False), "confusion_matrix.png", "Confusion matrix (counts)", "Confusion matrix")
-    save(interp.plot_confusion_matrix(True), "confusion_matrix_normalized.png",
-         "Confusion matrix (normalised by true class)", "Confusion matrix")
+    save(
+        interp.plot_confusion_matrix(True),
+        "confusion_matrix_normalized.png",
+        "Confusion matrix (normalised by true class)",
+        "Confusion matrix",
+    )
     if lr_src is not None:
         dest = run_dir / f"lr_finder{lr_src.suffix.lower() or '.png'}"
         if not (dest.exists() and dest.samefile(lr_src)):
@@ -230,25 +238,42 @@ def write_report(
 
     for is_correct, word in ((True, "Correctly"), (False, "Incorrectly")):
         t = f"{word} classified (random)"
-        save(interp.plot_val_with_title(interp.rand_by_correct(is_correct, n=n, seed=seed), t),
-             f"{word.lower()}_random.png", t)
+        save(
+            interp.plot_val_with_title(interp.rand_by_correct(is_correct, n=n, seed=seed), t),
+            f"{word.lower()}_random.png",
+            t,
+        )
     class_idxs = _classes_to_plot(interp, max_class_plots)
     for c in class_idxs:
         name = interp.classes[c]
         for is_correct, word in ((True, "correct"), (False, "incorrect")):
             t = f"Most {word} {name}"
-            save(interp.plot_val_with_title(interp.most_by_correct(c, is_correct, n=n), t),
-                 f"most_{word}_{c}_{_slug(name)}.png", t)
-    save(interp.plot_val_with_title(interp.most_uncertain(n=n), "Most uncertain predictions"),
-         "most_uncertain.png", "Most uncertain predictions")
+            save(
+                interp.plot_val_with_title(interp.most_by_correct(c, is_correct, n=n), t),
+                f"most_{word}_{c}_{_slug(name)}.png",
+                t,
+            )
+    save(
+        interp.plot_val_with_title(interp.most_uncertain(n=n), "Most uncertain predictions"),
+        "most_uncertain.png",
+        "Most uncertain predictions",
+    )
     save(interp.plot_top_losses(max(n, 9)), "top_losses.png", "Top losses")
 
     metrics = interp.metrics()
     atomic_write(
         run_dir / "metrics.json",
-        json.dumps({**metrics, "classes": interp.classes, "per_class": interp.per_class(),
-                    "confusion_matrix": interp.confusion_matrix().astype(int).tolist()},
-                   indent=2, default=str, allow_nan=True).encode("utf-8"),
+        json.dumps(
+            {
+                **metrics,
+                "classes": interp.classes,
+                "per_class": interp.per_class(),
+                "confusion_matrix": interp.confusion_matrix().astype(int).tolist(),
+            },
+            indent=2,
+            default=str,
+            allow_nan=True,
+        ).encode("utf-8"),
     )
 
     def img_src(name: str) -> str:
@@ -258,11 +283,15 @@ def write_report(
         return f"data:{mime};base64," + base64.b64encode((run_dir / name).read_bytes()).decode("ascii")
 
     def figures(section: str) -> str:
-        return '<div class="figs">' + "".join(
-            f'<figure><figcaption>{html.escape(cap)}</figcaption>'
-            f'<img src="{img_src(name)}" alt="{html.escape(name, quote=True)}"></figure>'
-            for name, cap in sections[section]
-        ) + "</div>"
+        return (
+            '<div class="figs">'
+            + "".join(
+                f"<figure><figcaption>{html.escape(cap)}</figcaption>"
+                f'<img src="{img_src(name)}" alt="{html.escape(name, quote=True)}"></figure>'
+                for name, cap in sections[section]
+            )
+            + "</div>"
+        )
 
     parts = [
         "<!DOCTYPE html>",
@@ -273,31 +302,43 @@ def write_report(
         f'<p class="note">Written {_dt.datetime.now().isoformat(timespec="seconds")} by kit.</p>',
         '<p id="kit-status" data-status="loading"></p>',
         "<h2>Metrics</h2>",
-        _table(["metric", "value"], [
-            ["validation images", metrics["n_images"]],
-            ["classes", metrics["n_classes"]],
-            ["correct", metrics["n_correct"]],
-            ["accuracy", metrics["accuracy"]],
-            ["log loss", metrics["log_loss"]],
-        ]),
+        _table(
+            ["metric", "value"],
+            [
+                ["validation images", metrics["n_images"]],
+                ["classes", metrics["n_classes"]],
+                ["correct", metrics["n_correct"]],
+                ["accuracy", metrics["accuracy"]],
+                ["log loss", metrics["log_loss"]],
+            ],
+        ),
         "<h2>Per class</h2>",
-        _table(["class", "precision", "recall", "F1", "support"],
-               [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in interp.per_class()]),
+        _table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in interp.per_class()],
+        ),
         "<h2>Confusion matrix</h2>",
-        "<p class=\"note\">Rows: actual class; columns: predicted class.</p>",
-        _table(["actual \\ predicted", *interp.classes],
-               [[name, *row] for name, row in zip(interp.classes, interp.confusion_matrix().astype(int).tolist())]),
+        '<p class="note">Rows: actual class; columns: predicted class.</p>',
+        _table(
+            ["actual \\ predicted", *interp.classes],
+            [[name, *row] for name, row in zip(interp.classes, interp.confusion_matrix().astype(int).tolist())],
+        ),
         figures("Confusion matrix"),
     ]
     if sections["Learning rate finder"]:
         parts += ["<h2>Learning rate finder</h2>", figures("Learning rate finder")]
     if history_table is not None:
         cols, rows = history_table
-        parts += ["<h2>Training history</h2>", _table(cols, rows) if rows else '<p class="note">No epochs recorded.</p>']
+        parts += [
+            "<h2>Training history</h2>",
+            _table(cols, rows) if rows else '<p class="note">No epochs recorded.</p>',
+        ]
     parts += ["<h2>Predictions</h2>"]
     if len(class_idxs) < interp.n_classes:
-        parts.append(f'<p class="note">Per-class plots show the {len(class_idxs)} classes with the lowest recall '
-                     f"(of {interp.n_classes}).</p>")
+        parts.append(
+            f'<p class="note">Per-class plots show the {len(class_idxs)} classes with the lowest recall '
+            f"(of {interp.n_classes}).</p>"
+        )
     parts.append(figures("Predictions"))
     if config_items is not None:
         parts += ["<h2>Training configuration</h2>", _table(["setting", "value"], list(config_items.items()))]

@@ -3,6 +3,7 @@
 The names below load on first use, so `kit.data.images` (numpy and PIL only) stays light for the
 decoding workers and the Kaggle side.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,9 +12,21 @@ from typing import Any
 _LAZY = {
     **{n: "kit.data.dataset" for n in ("Batches", "ImageClassifierData", "Split")},
     **{n: "kit.data.images" for n in ("ImageDecodeError", "load_image")},
-    **{n: "kit.data.transforms" for n in (
-        "RandomDihedral", "RandomFlip", "RandomLighting", "RandomRotate", "RandomZoom", "Transforms",
-        "tfms_from_model", "transforms_basic", "transforms_side_on", "transforms_top_down")},
+    **{
+        n: "kit.data.transforms"
+        for n in (
+            "RandomDihedral",
+            "RandomFlip",
+            "RandomLighting",
+            "RandomRotate",
+            "RandomZoom",
+            "Transforms",
+            "tfms_from_model",
+            "transforms_basic",
+            "transforms_side_on",
+            "transforms_top_down",
+        )
+    },
 }
 __all__ = list(_LAZY)
 

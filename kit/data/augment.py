@@ -13,6 +13,7 @@ Example:
     x = aug(uint8_images, training=True)        # uint8 in, uint8 out; identity when not training
     with aug.at_inference(): model.predict(x)  # test-time augmentation through the compiled predict
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,8 @@ def affine_matrices(size: int, angle, zoom, shift_x, shift_y, flip_x, flip_y, tr
         angle, zoom, shift_x, shift_y, flip_x, flip_y, transpose: float tensors of shape (batch,).
     """
     angle, zoom, shift_x, shift_y, flip_x, flip_y, transpose = (
-        ops.convert_to_tensor(t, "float32") for t in (angle, zoom, shift_x, shift_y, flip_x, flip_y, transpose))
+        ops.convert_to_tensor(t, "float32") for t in (angle, zoom, shift_x, shift_y, flip_x, flip_y, transpose)
+    )
     c = (size - 1) / 2.0
     fx, fy = 1.0 - 2.0 * flip_x, 1.0 - 2.0 * flip_y
     # F = diag(fx, fy) after an optional transpose (x <-> y): the dihedral group on a square.
@@ -125,15 +127,26 @@ class Augment(keras.layers.Layer):
         seed: int or None. Seed of the layer's SeedGenerator.
     """
 
-    def __init__(self, flip: str = "none", max_rotate: float = 0.0, max_zoom: float = 1.0, brightness: float = 0.0,
-                 contrast: float = 0.0, in_training: bool = True, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        flip: str = "none",
+        max_rotate: float = 0.0,
+        max_zoom: float = 1.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        in_training: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
         # The maths stays float32 under a mixed-precision policy: bf16 coordinates are off by pixels.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if flip not in FLIPS:
             raise ValueError(f"Augment's flip must be one of {FLIPS}. Received flip={flip!r}.")
         if max_zoom < 1:
-            raise ValueError(f"Augment's max_zoom must be >= 1 (1.1 = zoom in up to 10%). Received max_zoom={max_zoom!r}.")
+            raise ValueError(
+                f"Augment's max_zoom must be >= 1 (1.1 = zoom in up to 10%). Received max_zoom={max_zoom!r}."
+            )
         for name, value in (("max_rotate", max_rotate), ("brightness", brightness), ("contrast", contrast)):
             if value < 0:
                 raise ValueError(f"Augment's {name} must be >= 0. Received {name}={value!r}.")
@@ -187,7 +200,9 @@ class Augment(keras.layers.Layer):
     def call(self, images, training=None):
         size = int(images.shape[1])
         if training:
-            return self.apply(images, self.params(self.draw(ops.shape(images)[0]), size)) if self.in_training else images
+            return (
+                self.apply(images, self.params(self.draw(ops.shape(images)[0]), size)) if self.in_training else images
+            )
         # Drawn outside the branch: a SeedGenerator update inside a traced cond would leak from it.
         p = self.params(self.draw(ops.shape(images)[0]), size)
         return ops.cond(self.tta > 0, lambda: self.apply(images, p), lambda: images)
@@ -212,5 +227,13 @@ class Augment(keras.layers.Layer):
         pass
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "flip": self.flip, "max_rotate": self.max_rotate, "max_zoom": self.max_zoom,
-                "brightness": self.brightness, "contrast": self.contrast, "in_training": self.in_training, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "flip": self.flip,
+            "max_rotate": self.max_rotate,
+            "max_zoom": self.max_zoom,
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "in_training": self.in_training,
+            "seed": self.seed,
+        }

@@ -12,6 +12,7 @@ read-only memory map. `start_decoding` returns while worker processes write (one
 split); each split's `DecodeJob` (`kit.data.decode_job`) hands out its chunks as they land and then
 the finished cache. `decode_cached` is the same, waited for.
 """
+
 from __future__ import annotations
 
 import contextlib

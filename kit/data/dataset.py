@@ -1,4 +1,5 @@
 """`ImageClassifierData`: the lesson's data object over class folders, feeding uint8 batches."""
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,17 @@ class Batches(keras.utils.PyDataset):
     row; `n` is the number of real rows, and predictions past it are padding to drop.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, bs: int, shuffle: bool = False, seed: int | None = None, rows: np.ndarray | None = None, workers: int = 1, fixed: bool = False):
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray | None,
+        bs: int,
+        shuffle: bool = False,
+        seed: int | None = None,
+        rows: np.ndarray | None = None,
+        workers: int = 1,
+        fixed: bool = False,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.bs, self.shuffle, self.fixed = x, int(bs), shuffle, fixed
         # `rows` picks the rows of x that belong (skipped images are left out); y is per kept row.
@@ -73,7 +84,9 @@ class Split:
     decode the split (`decoding`, its `DecodeJob`), reading any of these, or `len`, waits for them.
     """
 
-    def __init__(self, name: str, files: list[Path], y: np.ndarray | None, images: np.ndarray | None, rows: np.ndarray | None):
+    def __init__(
+        self, name: str, files: list[Path], y: np.ndarray | None, images: np.ndarray | None, rows: np.ndarray | None
+    ):
         self.name = name
         self._files, self._y, self._images, self._rows = files, y, images, rows
         self.job: DecodeJob | None = None  # the decode that made `images`, kept for its timings
@@ -81,7 +94,9 @@ class Split:
         self._pending: tuple[Path, list[str] | None] | None = None
 
     @classmethod
-    def from_job(cls, job: DecodeJob, files: list[Path], y: np.ndarray | None, folder: Path, classes: list[str] | None) -> "Split":
+    def from_job(
+        cls, job: DecodeJob, files: list[Path], y: np.ndarray | None, folder: Path, classes: list[str] | None
+    ) -> Split:
         """The split `job` decodes: its rows, files and labels are known once the job ends."""
         s = cls(job.name, files, y, None, None)
         s.job, s._pending = job, (folder, classes)
@@ -93,7 +108,7 @@ class Split:
         job = self.job
         return job if job is not None and not job.done else None
 
-    def _ready(self) -> "Split":
+    def _ready(self) -> Split:
         with self._lock:
             if self._pending is not None:
                 self._keep(*self._pending)
@@ -104,13 +119,21 @@ class Split:
         images, ok = self.job.result()  # waits; raises the decode's error; warns about skipped files
         keep = np.flatnonzero(ok)
         if len(keep) == 0:
-            raise ValueError(f"No image of the '{self.name}' split could be decoded ({len(self._files)} files in {folder}).")
+            raise ValueError(
+                f"No image of the '{self.name}' split could be decoded ({len(self._files)} files in {folder})."
+            )
         self._files = [self._files[i] for i in keep]
         self._y = None if self._y is None else self._y[keep]
         self._images, self._rows = images, keep
-        missing = sorted(set(range(len(classes))) - set(np.unique(self._y).tolist())) if classes and self._y is not None else []
+        missing = (
+            sorted(set(range(len(classes))) - set(np.unique(self._y).tolist()))
+            if classes and self._y is not None
+            else []
+        )
         if missing:
-            warnings.warn(f"Split '{self.name}' has no decodable image of classes {[classes[i] for i in missing]}.", stacklevel=4)
+            warnings.warn(
+                f"Split '{self.name}' has no decodable image of classes {[classes[i] for i in missing]}.", stacklevel=4
+            )
 
     files = property(lambda self: self._ready()._files)
     y = property(lambda self: self._ready()._y)
@@ -151,7 +174,19 @@ class ImageClassifierData:
     for them, and `ConvLearner.pretrained(..., precompute=True)` runs the body on them as they land.
     """
 
-    def __init__(self, path: Path, classes: list[str], trn: Split, val: Split, test: Split | None, tfms: tuple[Transforms, Transforms], bs: int, num_workers: int, work_dir: Path | None = None, tmp_dir: Path | None = None):
+    def __init__(
+        self,
+        path: Path,
+        classes: list[str],
+        trn: Split,
+        val: Split,
+        test: Split | None,
+        tfms: tuple[Transforms, Transforms],
+        bs: int,
+        num_workers: int,
+        work_dir: Path | None = None,
+        tmp_dir: Path | None = None,
+    ):
         self.path, self.classes = Path(path), classes
         # What the kit writes (decoded images, activations, saved models) goes under work_dir, never
         # into a read-only `path`; work_dir is `path` itself when that is writable (the lesson's layout).
@@ -218,10 +253,14 @@ class ImageClassifierData:
     def split(self, name: str) -> Split:
         s = {"train": self.trn_ds, "valid": self.val_ds, "test": self.test_ds}.get(name)
         if s is None:
-            raise ValueError(f"Unknown or absent split {name!r}: choose 'train', 'valid' or 'test' (test needs test_name).")
+            raise ValueError(
+                f"Unknown or absent split {name!r}: choose 'train', 'valid' or 'test' (test needs test_name)."
+            )
         return s
 
-    def batches(self, name: str, shuffle: bool = False, bs: int | None = None, seed: int | None = None, fixed: bool = False) -> Batches:
+    def batches(
+        self, name: str, shuffle: bool = False, bs: int | None = None, seed: int | None = None, fixed: bool = False
+    ) -> Batches:
         s = self.split(name)
         return Batches(s.images, s.y, bs or self.bs, shuffle=shuffle, seed=seed, rows=s.rows, fixed=fixed)
 
@@ -239,7 +278,7 @@ class ImageClassifierData:
         work_dir: str | Path | None = None,
         tmp_dir: str | Path | None = None,
         max_per_class: int | None = None,
-    ) -> "ImageClassifierData":
+    ) -> ImageClassifierData:
         """Reads `path/trn_name/<class>/*`, `path/val_name/<class>/*` and an optional flat test folder.
 
         Args:
@@ -263,7 +302,9 @@ class ImageClassifierData:
         work = work_dir_for(path, work_dir)
         tmp = Path(tmp_dir) if tmp_dir is not None else work / "tmp"
         if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
-            raise ValueError(f"max_per_class must be a positive integer or None. Received max_per_class={max_per_class!r}.")
+            raise ValueError(
+                f"max_per_class must be a positive integer or None. Received max_per_class={max_per_class!r}."
+            )
         if tfms is None:
             tfms = (Transforms(224), Transforms(224))
         if not isinstance(bs, int) or bs < 1:
@@ -281,7 +322,9 @@ class ImageClassifierData:
         wanted = [(trn_name, trn_files, trn_y, classes), (val_name, val_files, val_y, classes)]
         if test_files is not None:
             wanted.append((test_name, test_files, None, None))
-        jobs = start_decoding([(name, files) for name, files, _, _ in wanted], sz, tmp, num_workers=workers, progress=progress)
+        jobs = start_decoding(
+            [(name, files) for name, files, _, _ in wanted], sz, tmp, num_workers=workers, progress=progress
+        )
         splits = [Split.from_job(job, files, y, path / name, cls_) for job, (name, files, y, cls_) in zip(jobs, wanted)]
         for s in splits:
             if s.decoding is None:
@@ -291,7 +334,13 @@ class ImageClassifierData:
         return cls(path, classes, trn, val, test, tfms, bs, workers, work_dir=work, tmp_dir=tmp)
 
     @classmethod
-    def from_classes(cls, classes: list[str], tfms: tuple[Transforms, Transforms] | None = None, bs: int = 64, work_dir: str | Path = ".") -> "ImageClassifierData":
+    def from_classes(
+        cls,
+        classes: list[str],
+        tfms: tuple[Transforms, Transforms] | None = None,
+        bs: int = 64,
+        work_dir: str | Path = ".",
+    ) -> ImageClassifierData:
         """A data object with classes and transforms but no images: what a learner needs to predict new files.
 
         Example:
@@ -302,8 +351,20 @@ class ImageClassifierData:
         if tfms is None:
             tfms = (Transforms(224), Transforms(224))
         sz = tfms[1].sz
-        empty = lambda name: Split(name, [], np.zeros(0, dtype=np.int64), np.zeros((0, sz, sz, 3), dtype=np.uint8), np.zeros(0, dtype=np.int64))  # noqa: E731
-        return cls(Path(work_dir), list(classes), empty("train"), empty("valid"), None, tfms, bs, default_workers(), work_dir=Path(work_dir))
+        empty = lambda name: Split(
+            name, [], np.zeros(0, dtype=np.int64), np.zeros((0, sz, sz, 3), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+        )  # noqa: E731
+        return cls(
+            Path(work_dir),
+            list(classes),
+            empty("train"),
+            empty("valid"),
+            None,
+            tfms,
+            bs,
+            default_workers(),
+            work_dir=Path(work_dir),
+        )
 
     def __repr__(self) -> str:
         n_test = len(self.test_ds) if self.test_ds is not None else 0

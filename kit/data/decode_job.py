@@ -17,6 +17,7 @@ Example:
     for rows, xb in job.ready_batches(64): feats[rows] = body(xb)
     images, ok = job.result()
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,9 @@ import time
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,8 +60,17 @@ class DecodeJob:
             to raise (a full disk named as such).
     """
 
-    def __init__(self, name: str, n: int, sz: int, plan: list[tuple[int, list[str]]], tmp: Path | None, header_len: int,
-                 publish: Callable[[np.ndarray], np.ndarray] | None, discard: Callable[[BaseException], BaseException] | None):
+    def __init__(
+        self,
+        name: str,
+        n: int,
+        sz: int,
+        plan: list[tuple[int, list[str]]],
+        tmp: Path | None,
+        header_len: int,
+        publish: Callable[[np.ndarray], np.ndarray] | None,
+        discard: Callable[[BaseException], BaseException] | None,
+    ):
         self.name, self.n, self.sz, self.plan = name, n, sz, plan
         self.tmp, self.header_len = tmp, header_len
         self._publish, self._discard = publish, discard
@@ -79,7 +89,7 @@ class DecodeJob:
             weakref.finalize(self, os.close, self._fd)
 
     @classmethod
-    def finished(cls, name: str, images: np.ndarray, ok: np.ndarray) -> "DecodeJob":
+    def finished(cls, name: str, images: np.ndarray, ok: np.ndarray) -> DecodeJob:
         """A job for a cache already on disk: one landed chunk, nothing to decode."""
         job = cls(name, len(ok), int(images.shape[1]), [], None, 0, None, None)
         job._landed, job._images, job._ok, job.finished_at = [(0, ok)], images, ok, job.started_at
@@ -178,14 +188,17 @@ class DecodeJob:
             warn, self._warned = bool(self._failures) and not self._warned, True
         if warn:
             listing = "\n  ".join(msg for _, msg in sorted(self._failures))
-            warnings.warn(f"Skipped {len(self._failures)} of {self.n} images that could not be decoded:\n  {listing}", stacklevel=3)
+            warnings.warn(
+                f"Skipped {len(self._failures)} of {self.n} images that could not be decoded:\n  {listing}",
+                stacklevel=3,
+            )
         return self._images, self._ok
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, ok mask) of each chunk as it lands, until the last; raises the job's error."""
         i = 0
         while True:
-            self._wait_for(lambda: len(self._landed) > i or self.done)
+            self._wait_for(lambda i=i: len(self._landed) > i or self.done)
             with self._cond:
                 new, error = self._landed[i:], self._error
             if error is not None:
@@ -207,7 +220,9 @@ class DecodeJob:
                 raise OSError(f"The '{self.name}' image cache {self.tmp} ends before row {start + n}.")
             parts.append(part)
             size, offset = size - len(part), offset + len(part)
-        return np.frombuffer(b"".join(parts) if len(parts) > 1 else parts[0], dtype=np.uint8).reshape(n, self.sz, self.sz, 3)
+        return np.frombuffer(b"".join(parts) if len(parts) > 1 else parts[0], dtype=np.uint8).reshape(
+            n, self.sz, self.sz, 3
+        )
 
     def ready_batches(self, bs: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows, images) of `bs` decoded rows at a time (the last batch shorter), as their chunks land.
@@ -254,7 +269,9 @@ class DecodePool:
         self._bar = tqdm(total=sum(j.n for j in jobs), desc=desc, unit="img", disable=not progress, leave=False)
         # Workers ignore Ctrl-C and SIGTERM (this process decides, and lets the chunks in flight finish)
         # and die with this process, even one killed with SIGKILL.
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp_context, initializer=exit_with_owner, initargs=(os.getpid(),))
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=mp_context, initializer=exit_with_owner, initargs=(os.getpid(),)
+        )
         for job in jobs:
             job.pool = self
         self._thread = threading.Thread(target=self._collect, name="kit-decode", daemon=False)
@@ -303,9 +320,13 @@ class DecodePool:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._bar.close()
             for job in self.jobs:
-                job.fail(self._stop or RuntimeError(
-                    f"Decoding the '{job.name}' images was cancelled (Ctrl-C, or the interpreter exiting) before it "
-                    "ended; nothing was cached. Call ImageClassifierData.from_paths again to decode them."))
+                job.fail(
+                    self._stop
+                    or RuntimeError(
+                        f"Decoding the '{job.name}' images was cancelled (Ctrl-C, or the interpreter exiting) before it "
+                        "ended; nothing was cached. Call ImageClassifierData.from_paths again to decode them."
+                    )
+                )
 
     def cancel(self) -> None:
         """Lets the chunks in flight finish, drops the rest (their jobs fail) and waits for the thread."""

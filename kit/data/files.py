@@ -1,4 +1,5 @@
 """Class folders → sorted file lists and integer labels, with errors that say what is wrong where."""
+
 from __future__ import annotations
 
 import warnings
@@ -42,9 +43,7 @@ def read_class_folders(root: Path, split: str) -> tuple[list[Path], np.ndarray, 
     split_dir = root / split
     if not split_dir.is_dir():
         found = ", ".join(p.name for p in _listing(root) if p.is_dir()) or "no folders"
-        raise FileNotFoundError(
-            f"No '{split}' folder in {root}: expected {split_dir}/<class>/<image>; found {found}."
-        )
+        raise FileNotFoundError(f"No '{split}' folder in {root}: expected {split_dir}/<class>/<image>; found {found}.")
     class_dirs = [p for p in _listing(split_dir) if p.is_dir()]
     if len(class_dirs) < 2:
         raise ValueError(

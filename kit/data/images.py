@@ -2,6 +2,7 @@
 
 This module imports only numpy and PIL, so decoding worker processes start fast.
 """
+
 from __future__ import annotations
 
 import errno
@@ -73,7 +74,14 @@ def load_image(path: str | Path, sz: int) -> np.ndarray:
                 if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
                     img = ImageOps.exif_transpose(img)
                 img = _to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as e:
         raise ImageDecodeError(f"Cannot decode image {path}: {_reason(path, e)}") from e
     return resize_center_crop(img, sz)
 

@@ -5,6 +5,7 @@ augmentations below are fused into one `kit.data.augment.Augment` layer inside t
 random affine and one resampling per image, plus lighting), so they run on the accelerator inside the
 XLA-compiled train step, on every backend, and are active only while training (and in TTA).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -102,12 +103,16 @@ class Transforms:
         for t in self.aug_tfms:
             for key, value in t.augment_args().items():
                 if key in args and args[key] != value:
-                    raise ValueError(f"aug_tfms set {key} twice, to {args[key]!r} and {value!r}. Received aug_tfms={list(self.aug_tfms)!r}.")
+                    raise ValueError(
+                        f"aug_tfms set {key} twice, to {args[key]!r} and {value!r}. Received aug_tfms={list(self.aug_tfms)!r}."
+                    )
                 args[key] = value
         return Augment(**args, in_training=in_training, name=name)
 
 
-def tfms_from_model(arch: Any, sz: int, aug_tfms: list | None = None, max_zoom: float | None = None) -> tuple[Transforms, Transforms]:
+def tfms_from_model(
+    arch: Any, sz: int, aug_tfms: list | None = None, max_zoom: float | None = None
+) -> tuple[Transforms, Transforms]:
     """Returns (train, valid) transforms for `arch` at `sz` pixels, as fastai's `tfms_from_model`.
 
     Example:

@@ -4,6 +4,7 @@ download (the digits plugin writes Kaggle-style zips) → layout → train (effi
 lr_find, fit, a short unfrozen stage) → analyze (report.html) → submit --dry-run, scored locally
 against the held-out answers, beside a scikit-learn SVC on the raw pixels of the same split.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,21 @@ SLUG = "digits"
 # The digits are 8×8 at heart: 32 px holds all they have, and an unfrozen epoch costs a quarter of 64 px.
 # SGD fine-tuning of the whole body swings wildly here (val accuracy 50-90% after a restart); Adam at a
 # fixed top rate of 1e-3 ([1.1e-4, 3.3e-4, 1e-3]) converges, and 1+2+4+8 unfrozen epochs reach ~98%.
-DEMO_CONFIG = dict(competition=SLUG, arch="efficientnet_lite0", weights="imagenet", size=32, bs=32, epochs=3,
-                   cycle_len=1, aug="none", opt="adam", unfreeze_epochs=4, unfreeze_lr=1e-3, lr_div=3.0, tta=False)
+DEMO_CONFIG = dict(
+    competition=SLUG,
+    arch="efficientnet_lite0",
+    weights="imagenet",
+    size=32,
+    bs=32,
+    epochs=3,
+    cycle_len=1,
+    aug="none",
+    opt="adam",
+    unfreeze_epochs=4,
+    unfreeze_lr=1e-3,
+    lr_div=3.0,
+    tta=False,
+)
 QUICK_CONFIG = dict(DEMO_CONFIG, epochs=1, unfreeze_epochs=1, sample=True)  # a small slice, for the smoke test
 
 
@@ -42,7 +56,12 @@ def _pixels(files: list[Path]) -> np.ndarray:
     """Each image back at the digits' native 8×8 grey, flattened: the SVC's raw-pixel features."""
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(f).convert("L").resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255 for f in files])
+    return np.stack(
+        [
+            np.asarray(Image.open(f).convert("L").resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255
+            for f in files
+        ]
+    )
 
 
 def svc_baseline(root: Path, answers: dict[str, str], test_id) -> float:

@@ -3,16 +3,15 @@
 `kit train` is `kit.jobs.train.train`. These functions return what they did and raise on failure; only
 the CLI prints and turns exceptions into exit codes.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from kit.kaggle.competition import Competition, get_competition
 from kit.env import default_data_dir, in_kaggle_notebook, work_dir_for
+from kit.kaggle.competition import Competition, get_competition
 from kit.kaggle.layout import kaggle_input_dir, prepare_layout
 from kit.kaggle.submission import score_submission, write_submission  # write_submission validates, once
 from kit.run import RunFolder
@@ -28,7 +27,9 @@ def data_dir_or_default(data_dir: str | Path | None) -> Path:
         p = p.parent
     if not p.is_dir():
         where = "is a file" if p == path else f"is inside {p}, which is a file"
-        raise NotADirectoryError(f"The data folder {path} {where}, not a folder: give --data-dir a folder (it is created if missing).")
+        raise NotADirectoryError(
+            f"The data folder {path} {where}, not a folder: give --data-dir a folder (it is created if missing)."
+        )
     return path
 
 
@@ -56,7 +57,14 @@ class DownloadResult:
     counts: dict[str, int]
 
 
-def download(slug: str, data_dir: str | Path | None = None, valid: int | None = None, seed: int = 42, force: bool = False, progress: bool = True) -> DownloadResult:
+def download(
+    slug: str,
+    data_dir: str | Path | None = None,
+    valid: int | None = None,
+    seed: int = 42,
+    force: bool = False,
+    progress: bool = True,
+) -> DownloadResult:
     """Fetches a competition's files and lays them out as class folders under <data>/<slug>/."""
     comp = get_competition(slug)
     data = data_dir_or_default(data_dir)
@@ -70,14 +78,25 @@ def download(slug: str, data_dir: str | Path | None = None, valid: int | None = 
     return DownloadResult(root, how, counts)
 
 
-def runs_root(slug: str | None, data_dir: str | Path | None = None, folder: str | Path | None = None, work_dir: str | Path | None = None) -> Path:
+def runs_root(
+    slug: str | None,
+    data_dir: str | Path | None = None,
+    folder: str | Path | None = None,
+    work_dir: str | Path | None = None,
+) -> Path:
     """The folder whose `runs/` holds a data set's runs: a folder's work folder, else `<data>/<slug>/`."""
     if folder is not None:
         return work_dir_for(folder, work_dir)
     return data_dir_or_default(data_dir) / get_competition(slug).slug
 
 
-def analyze(slug: str | None, data_dir: str | Path | None = None, run: str | Path | None = None, folder: str | Path | None = None, work_dir: str | Path | None = None) -> Path:
+def analyze(
+    slug: str | None,
+    data_dir: str | Path | None = None,
+    run: str | Path | None = None,
+    folder: str | Path | None = None,
+    work_dir: str | Path | None = None,
+) -> Path:
     """Writes the analysis PNGs and report.html of the latest (or given) run; returns the report.
 
     With `folder` (a class-folder tree), its runs are read from its work folder and `slug` is ignored.
@@ -92,8 +111,12 @@ def analyze(slug: str | None, data_dir: str | Path | None = None, run: str | Pat
     interp = Interpretation(p.val_files, p.val_y, p.val_probs, classes=p.classes)
     lr_png = rf.lr_find_png
     return write_report(
-        interp, rf.path, lr_finder_png=lr_png if lr_png.is_file() else None, config=rf.read_config() or None,
-        history=rf.read_history().get("history"), title=f"{title}: {rf.name}",
+        interp,
+        rf.path,
+        lr_finder_png=lr_png if lr_png.is_file() else None,
+        config=rf.read_config() or None,
+        history=rf.read_history().get("history"),
+        title=f"{title}: {rf.name}",
     )
 
 
@@ -106,7 +129,15 @@ class SubmitResult:
     status: object | None = None
 
 
-def submit(slug: str, data_dir: str | Path | None = None, message: str | None = None, dry_run: bool = False, out_dir: str | Path = "submissions", run: str | Path | None = None, eps: float | None = None) -> SubmitResult:
+def submit(
+    slug: str,
+    data_dir: str | Path | None = None,
+    message: str | None = None,
+    dry_run: bool = False,
+    out_dir: str | Path = "submissions",
+    run: str | Path | None = None,
+    eps: float | None = None,
+) -> SubmitResult:
     """Writes the latest run's test predictions as a validated CSV; uploads it unless dry_run."""
     comp = get_competition(slug)
     root = data_dir_or_default(data_dir) / comp.slug
@@ -119,12 +150,15 @@ def submit(slug: str, data_dir: str | Path | None = None, message: str | None = 
     config = rf.read_config()
     if in_kaggle_notebook() and str(out_dir) == "submissions":
         out_dir = default_data_dir().parent / "submissions"
-    path = write_submission(comp, ids, p.test_probs, p.classes, out_dir=out_dir, arch=config.get("arch", "model"), eps=eps)
+    path = write_submission(
+        comp, ids, p.test_probs, p.classes, out_dir=out_dir, arch=config.get("arch", "model"), eps=eps
+    )
     result = SubmitResult(path, len(ids), metric=comp.metric)
     if comp.local_answers is not None:
         result.local_score = score_submission(comp, path, comp.local_answers(root / ZIPS))
     if not dry_run:
-        from kit.kaggle.client import submission_status, submit as kaggle_submit
+        from kit.kaggle.client import submission_status
+        from kit.kaggle.client import submit as kaggle_submit
 
         info = kaggle_submit(comp.slug, path, message or f"kit {config.get('arch', '')} {run_dir.name}".strip())
         result.status = submission_status(comp.slug, info.ref) or info

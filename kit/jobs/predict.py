@@ -11,6 +11,7 @@ result = predict_images(["new/cat.jpg", "new/more_photos/"], run)
 result.rows()        # [("new/cat.jpg", "cats", 0.98), ...]
 ```
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,7 @@ class PredictResult:
 
     classes: list[str]
     files: list[Path]
-    probs: np.ndarray                       # (len(files), c)
+    probs: np.ndarray  # (len(files), c)
     skipped: list[Path] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, str, float]]:
@@ -60,7 +61,11 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f) and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and is_image_name(f) and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not found:
                 raise FileNotFoundError(f"No images in folder {p} (extensions: .jpg, .png, ...).")
             files += found
@@ -92,7 +97,9 @@ def load_learner(run: RunFolder):
     return learn
 
 
-def predict_images(inputs: list[str | os.PathLike], run: RunFolder, out: str | os.PathLike | None = None) -> PredictResult:
+def predict_images(
+    inputs: list[str | os.PathLike], run: RunFolder, out: str | os.PathLike | None = None
+) -> PredictResult:
     """Predicts every image of `inputs` (files or folders) with the run's model; writes a CSV to `out` if given.
 
     Files that cannot be read are left out of the result's `files` and listed in `skipped`
@@ -101,8 +108,12 @@ def predict_images(inputs: list[str | os.PathLike], run: RunFolder, out: str | o
     files = expand_inputs(inputs)
     learn = load_learner(run)
     log_probs, ok = learn.predict_files(files)
-    result = PredictResult(list(learn.data.classes), [f for f, good in zip(files, ok) if good], np.exp(log_probs[ok]),
-                           [f for f, good in zip(files, ok) if not good])
+    result = PredictResult(
+        list(learn.data.classes),
+        [f for f, good in zip(files, ok) if good],
+        np.exp(log_probs[ok]),
+        [f for f, good in zip(files, ok) if not good],
+    )
     if out is not None:
         atomic_write(out, result.to_csv())
     return result

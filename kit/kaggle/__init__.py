@@ -7,6 +7,7 @@ Plugins (`kit.plugins`, one file per competition) build a `Competition` from her
 Importing this package loads neither Keras nor the `kaggle` client; `kit.kaggle.client` imports the
 client only when a download or an upload runs.
 """
+
 from kit.kaggle.competition import Competition, get_competition, label_by_prefix, list_competitions
 
 __all__ = ["Competition", "get_competition", "label_by_prefix", "list_competitions"]

@@ -250,9 +250,7 @@ def download_competition(
     return paths
 
 
-def submit(
-    slug: str, csv_path: str | os.PathLike, message: str, *, api: Any | None = None
-) -> SubmissionInfo:
+def submit(slug: str, csv_path: str | os.PathLike, message: str, *, api: Any | None = None) -> SubmissionInfo:
     """Uploads a submission file to a competition.
 
     Example:
@@ -276,8 +274,7 @@ def submit(
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"submit() needs an existing file as csv_path. Received csv_path={str(path)!r}, "
-            "which is not a file."
+            f"submit() needs an existing file as csv_path. Received csv_path={str(path)!r}, which is not a file."
         )
     if not isinstance(message, str):
         raise TypeError(f"submit() needs a str message. Received message={message!r}.")
@@ -300,9 +297,7 @@ def submit(
     )
 
 
-def submission_status(
-    slug: str, ref: int | None = None, *, api: Any | None = None
-) -> SubmissionInfo | None:
+def submission_status(slug: str, ref: int | None = None, *, api: Any | None = None) -> SubmissionInfo | None:
     """Reads back a submission's status and scores.
 
     Example:

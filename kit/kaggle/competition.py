@@ -13,17 +13,17 @@ comp.label_from_name("cat.123.jpg")   # "cats"
 rows = comp.submission_rows(["1", "2"], probs, ["cats", "dogs"])   # [("1", "0.93"), ...]
 ```
 """
+
 from __future__ import annotations
 
 import importlib
-import math
 import pkgutil
 import re
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -146,8 +146,7 @@ class Competition:
         where = f"Competition(slug={self.slug!r})"
         if not isinstance(self.slug, str) or not SLUG_PATTERN.fullmatch(self.slug):
             raise ValueError(
-                f"{where}: slug must be letters, digits, '-' and '_' (a Kaggle slug). "
-                f"Received slug={self.slug!r}"
+                f"{where}: slug must be letters, digits, '-' and '_' (a Kaggle slug). Received slug={self.slug!r}"
             )
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"{where}: classes must be at least two distinct names. Received classes={self.classes!r}")
@@ -225,9 +224,7 @@ _REGISTRY: dict[str, Competition] | None = None
 def _plugin_competition(obj: object, origin: str) -> Competition:
     comp = getattr(obj, "COMPETITION", obj)
     if not isinstance(comp, Competition):
-        raise TypeError(
-            f"plugin {origin} must expose COMPETITION = Competition(...). Received {type(comp).__name__}"
-        )
+        raise TypeError(f"plugin {origin} must expose COMPETITION = Competition(...). Received {type(comp).__name__}")
     return comp
 
 

@@ -20,6 +20,7 @@ root = prepare_layout(get_competition("dogs-vs-cats"), "data/dogs-vs-cats", "dat
 sorted(p.name for p in root.iterdir())   # ['layout.json', 'models', 'sample', 'test', 'tmp', ...]
 ```
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,15 +31,15 @@ import shutil
 import stat
 import tempfile
 import zipfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from kit.data.images import is_image_name
 from kit.env import kaggle_input_root
 from kit.io import atomic_write
-from kit.data.images import is_image_name
 from kit.kaggle.competition import Competition, get_competition
 
 LAYOUT_FILE = "layout.json"
@@ -157,7 +158,9 @@ def check_zip(zip_path: str | os.PathLike) -> list[zipfile.ZipInfo]:
     for info in infos:
         problem = _entry_problem(info)
         if problem:
-            raise UnsafeZipError(f"refusing to extract {path}: entry {info.filename!r} {problem}; nothing was extracted")
+            raise UnsafeZipError(
+                f"refusing to extract {path}: entry {info.filename!r} {problem}; nothing was extracted"
+            )
     return [i for i in infos if not i.is_dir()]
 
 
@@ -260,8 +263,9 @@ class _Source:
         self.path = path
         self.is_zip = is_zip
         if is_zip:
-            self.entries = [(_entry_parts(i.filename)[-1], i) for i in check_zip(path)
-                            if "__MACOSX" not in _entry_parts(i.filename)]
+            self.entries = [
+                (_entry_parts(i.filename)[-1], i) for i in check_zip(path) if "__MACOSX" not in _entry_parts(i.filename)
+            ]
         else:
             self.entries = [(p.name, p) for p in sorted(path.rglob("*")) if p.is_file()]
 
@@ -319,7 +323,9 @@ def read_layout(root: str | os.PathLike) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path} cannot be read ({e}); run again with force=True (`--force`) to rebuild the layout") from e
+        raise ValueError(
+            f"{path} cannot be read ({e}); run again with force=True (`--force`) to rebuild the layout"
+        ) from e
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -568,6 +574,9 @@ def kaggle_input_dir(slug: Competition | str, root: str | os.PathLike | None = N
     except ValueError:
         return folder if any(folder.iterdir()) else None
     train = comp.train_zip
-    candidates = (folder / train, folder / (train[:-4] if train.lower().endswith(".zip") else train),
-                  folder / f"{comp.slug}.zip")
+    candidates = (
+        folder / train,
+        folder / (train[:-4] if train.lower().endswith(".zip") else train),
+        folder / f"{comp.slug}.zip",
+    )
     return folder if any(p.exists() for p in candidates) else None

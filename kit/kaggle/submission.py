@@ -13,22 +13,22 @@ validate_submission(comp, path, test_ids)
 score_submission(comp, path, comp.local_answers(zips_dir))   # offline competitions only
 ```
 """
+
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 import re
-import io
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from kit.io import atomic_path
-import math
-
-from kit.kaggle.competition import DEFAULT_EPS, Competition, get_competition
+from kit.kaggle.competition import Competition, get_competition
 
 DEFAULT_OUT_DIR = "submissions"
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -180,7 +180,9 @@ def score_rows(competition: Competition, values: Mapping[str, str], answers: Map
     bad = {i: c for i, c in answers.items() if c not in competition.classes}
     if bad:
         i, c = next(iter(bad.items()))
-        raise ValueError(f"answers must be classes of {competition.slug!r} {list(competition.classes)}. Received {c!r} for id {i!r}")
+        raise ValueError(
+            f"answers must be classes of {competition.slug!r} {list(competition.classes)}. Received {c!r} for id {i!r}"
+        )
     order = sorted(answers, key=_sort_key)
     parsed = [parse_value(competition, values[i]) for i in order]
     truth = [answers[i] for i in order]
@@ -212,7 +214,9 @@ def submission_path(
     """
     comp = get_competition(competition)
     if not isinstance(arch, str) or not re.fullmatch(r"[A-Za-z0-9_.+-]+", arch) or arch.startswith("."):
-        raise ValueError(f"arch must be a name of letters, digits and _.+- (it goes in a file name). Received arch={arch!r}")
+        raise ValueError(
+            f"arch must be a name of letters, digits and _.+- (it goes in a file name). Received arch={arch!r}"
+        )
     now = datetime.now(timezone.utc) if now is None else now
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc)
@@ -270,7 +274,9 @@ def write_submission(
     return path
 
 
-def read_submission(competition: Competition | str, path: str | os.PathLike, _name: Path | None = None) -> dict[str, str]:
+def read_submission(
+    competition: Competition | str, path: str | os.PathLike, _name: Path | None = None
+) -> dict[str, str]:
     """Reads a submission, checking its header, its rows' shape, each value and each id's uniqueness.
 
     Returns:
@@ -301,7 +307,9 @@ def read_submission(competition: Competition | str, path: str | os.PathLike, _na
             if not i:
                 raise ValueError(f"{name}: line {n}, column {id_col!r} must not be empty")
             if i in lines:
-                raise ValueError(f"{name}: line {n}, column {id_col!r}: id {i!r} appears twice (lines {lines[i]} and {n})")
+                raise ValueError(
+                    f"{name}: line {n}, column {id_col!r}: id {i!r} appears twice (lines {lines[i]} and {n})"
+                )
             try:
                 parse_value(comp, v)
             except ValueError as e:
@@ -345,7 +353,9 @@ def validate_submission(
     expected_set = set(expected)
     unknown = [i for i in values if i not in expected_set]
     if unknown:
-        raise ValueError(f"{name}: column {comp.submission_columns[0]!r} has ids that are not test images: {_show(unknown)}")
+        raise ValueError(
+            f"{name}: column {comp.submission_columns[0]!r} has ids that are not test images: {_show(unknown)}"
+        )
     missing = [i for i in expected if i not in values]
     if missing:
         raise ValueError(

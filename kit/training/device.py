@@ -11,12 +11,13 @@ Example:
     from kit.training.device import configure
     configure()            # "mixed_bfloat16" on an H100, "float32" on a laptop
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 # Keras (and so a backend) is imported by the functions that need it: the config reads the
 # precision names without loading one.
@@ -25,9 +26,20 @@ from typing import Iterator
 ENV_VAR = "KIT_MIXED_PRECISION"
 MIXED_PRECISION_CHOICES = ("auto", "bf16", "fp16", "float32")
 _ALIASES = {
-    "auto": "auto", "bf16": "bf16", "bfloat16": "bf16", "mixed_bfloat16": "bf16", "true": "bf16", "on": "bf16",
-    "fp16": "fp16", "float16": "fp16", "mixed_float16": "fp16",
-    "float32": "float32", "fp32": "float32", "false": "float32", "off": "float32", "none": "float32",
+    "auto": "auto",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "mixed_bfloat16": "bf16",
+    "true": "bf16",
+    "on": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "mixed_float16": "fp16",
+    "float32": "float32",
+    "fp32": "float32",
+    "false": "float32",
+    "off": "float32",
+    "none": "float32",
 }
 _POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "float32": "float32"}
 # Every spelling `resolve_mixed_precision` accepts as a string (config files and --mixed-precision).
@@ -85,7 +97,9 @@ def accelerator() -> Accelerator:
 
         dev = jax.devices()[0]
         platform = "gpu" if dev.platform in ("gpu", "cuda", "rocm") else dev.platform
-        return Accelerator(platform, getattr(dev, "device_kind", str(dev)), _capability(getattr(dev, "compute_capability", None)))
+        return Accelerator(
+            platform, getattr(dev, "device_kind", str(dev)), _capability(getattr(dev, "compute_capability", None))
+        )
     if backend == "torch":
         import torch
 
@@ -121,7 +135,9 @@ def resolve_mixed_precision(mixed_precision: str | bool | None = "auto", device:
     elif isinstance(mixed_precision, str) and mixed_precision.lower() in _ALIASES:
         choice = _ALIASES[mixed_precision.lower()]
     else:
-        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, True or False. Received mixed_precision={mixed_precision!r}.")
+        raise ValueError(
+            f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, True or False. Received mixed_precision={mixed_precision!r}."
+        )
     if choice == "auto" and os.environ.get(ENV_VAR):
         env = os.environ[ENV_VAR]
         if env.lower() not in _ALIASES:

@@ -21,6 +21,7 @@ Example:
     with placement.scope():
         model = build(); model.compile(...); model.fit(...)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,9 @@ import functools
 import inspect
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -58,7 +60,9 @@ class DeviceInfo:
         return self.platform != "cpu"
 
 
-def resolve_devices(devices: str | int | Sequence[str] | None, available: Sequence[DeviceInfo], backend: str) -> list[DeviceInfo]:
+def resolve_devices(
+    devices: str | int | Sequence[str] | None, available: Sequence[DeviceInfo], backend: str
+) -> list[DeviceInfo]:
     """The devices that `devices` means among `available` (pure: no backend is touched).
 
     "auto" (or None) is every accelerator, or the first device when there is none (a CPU-only
@@ -80,8 +84,11 @@ def resolve_devices(devices: str | int | Sequence[str] | None, available: Sequen
     if devices is None or (isinstance(devices, str) and devices.lower() == AUTO):
         chosen = pool if accelerators else pool[:1]
         if backend not in BACKENDS_WITH_DATA_PARALLEL and len(chosen) > 1:
-            warnings.warn(f"devices='auto' uses 1 of the {len(chosen)} {chosen[0].platform.upper()}s on the {backend} backend: "
-                          f"set KERAS_BACKEND=jax or tensorflow to train on all of them.", stacklevel=3)
+            warnings.warn(
+                f"devices='auto' uses 1 of the {len(chosen)} {chosen[0].platform.upper()}s on the {backend} backend: "
+                f"set KERAS_BACKEND=jax or tensorflow to train on all of them.",
+                stacklevel=3,
+            )
             chosen = chosen[:1]
         return list(chosen)
     if isinstance(devices, str) and devices.isdigit():
@@ -89,16 +96,22 @@ def resolve_devices(devices: str | int | Sequence[str] | None, available: Sequen
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         n = int(devices)
         if n < 1:
-            raise ValueError(f"devices must be 'auto', a positive number of devices or a list of device names. Received devices={devices!r}.")
+            raise ValueError(
+                f"devices must be 'auto', a positive number of devices or a list of device names. Received devices={devices!r}."
+            )
         _check_backend_count(n, backend, devices)
         if n > len(pool):
-            raise ValueError(f"devices={n} asks for {n} devices, but the {backend} backend sees {len(pool)}: {[d.name for d in pool]}. "
-                             f"Use devices={len(pool)} or devices='auto'.")
+            raise ValueError(
+                f"devices={n} asks for {n} devices, but the {backend} backend sees {len(pool)}: {[d.name for d in pool]}. "
+                f"Use devices={len(pool)} or devices='auto'."
+            )
         return list(pool[:n])
     if isinstance(devices, str):
         devices = [devices]
     if not isinstance(devices, (list, tuple)) or not devices or not all(isinstance(d, str) for d in devices):
-        raise ValueError(f"devices must be 'auto', a positive number of devices or a list of device names. Received devices={devices!r}.")
+        raise ValueError(
+            f"devices must be 'auto', a positive number of devices or a list of device names. Received devices={devices!r}."
+        )
     unknown = [d for d in devices if d not in names]
     if unknown:
         raise ValueError(f"Unknown devices {unknown} on the {backend} backend. Its devices: {names}.")
@@ -111,8 +124,10 @@ def resolve_devices(devices: str | int | Sequence[str] | None, available: Sequen
 
 def _check_backend_count(n: int, backend: str, devices: Any) -> None:
     if n > 1 and backend not in BACKENDS_WITH_DATA_PARALLEL:
-        raise ValueError(f"The {backend} backend trains on one device only: Keras has no data-parallel engine for it. "
-                         f"Received devices={devices!r}. Set KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow to train on several devices.")
+        raise ValueError(
+            f"The {backend} backend trains on one device only: Keras has no data-parallel engine for it. "
+            f"Received devices={devices!r}. Set KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow to train on several devices."
+        )
 
 
 def check_batch_size(bs: int, n_devices: int) -> None:
@@ -124,8 +139,10 @@ def check_batch_size(bs: int, n_devices: int) -> None:
     if n_devices > 1 and bs % n_devices:
         lo, hi = (bs // n_devices) * n_devices, math.ceil(bs / n_devices) * n_devices
         choices = f"bs={hi}" if lo == 0 else f"bs={lo} or bs={hi}"
-        raise ValueError(f"bs={bs} does not split evenly across {n_devices} devices: bs is the global batch (each device gets "
-                         f"bs / {n_devices}), so use a multiple of {n_devices}, e.g. {choices}.")
+        raise ValueError(
+            f"bs={bs} does not split evenly across {n_devices} devices: bs is the global batch (each device gets "
+            f"bs / {n_devices}), so use a multiple of {n_devices}, e.g. {choices}."
+        )
 
 
 def describe(devices: Sequence[DeviceInfo], backend: str, policy: str | None = None) -> str:
@@ -203,12 +220,12 @@ class Placement:
             self.engine = _ENGINES.get(key)
 
     @classmethod
-    def create(cls, devices: str | int | Sequence[str] | None = AUTO, backend: str | None = None) -> "Placement":
+    def create(cls, devices: str | int | Sequence[str] | None = AUTO, backend: str | None = None) -> Placement:
         backend = backend or keras.backend.backend()
         return cls(resolve_devices(devices, list_devices(backend), backend), backend)
 
     @classmethod
-    def single(cls) -> "Placement":
+    def single(cls) -> Placement:
         """One device, the backend's first: what a learner built without `devices` uses."""
         return cls.create(1)
 

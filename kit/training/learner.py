@@ -3,32 +3,34 @@
 Underneath are ordinary Keras models: `learn.model` (uint8 images → log-probabilities, augmentation
 active only while training), `learn.body`, `learn.head`; `fit` is `keras.Model.fit` with callbacks.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from kit.data.dataset import Batches, ImageClassifierData
+from kit.data.decode_job import DecodeJob
+from kit.data.images import decode_files
+from kit.data.transforms import RandomFlip, RandomZoom, Transforms
+from kit.io import atomic_path
+from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
 from kit.training.callbacks.divergence import DivergenceGuard
 from kit.training.callbacks.lr_range_test import LRRangeTest
 from kit.training.callbacks.progress import EpochTable
 from kit.training.callbacks.sgdr import SGDR
-from kit.data.dataset import Batches, ImageClassifierData
-from kit.data.decode_job import DecodeJob
-from kit.data.images import decode_files
-from kit.io import atomic_path
-from kit.data.transforms import RandomFlip, RandomZoom, Transforms
 from kit.training.compilation_cache import enable_compilation_cache
 from kit.training.device import default_jit_compile, precision, resolve_mixed_precision
 from kit.training.distribute import OnDevices, Placement, check_batch_size
-from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
 from kit.training.optimizers import group_multipliers, make_optimizer, set_learning_rate, sync_model_state
 from kit.training.schedules import sgdr_total_epochs
 from kit.training.weights import save_weights
@@ -56,8 +58,18 @@ class ConvLearner(OnDevices):
         log_preds = learn.predict()
     """
 
-    def __init__(self, data: ImageClassifierData, arch: Arch, body: keras.Model, head: keras.Model, precompute: bool = False, opt: str = "sgd", momentum: float = 0.9,
-                 placement: Placement | None = None, mixed_precision: str | None = None):
+    def __init__(
+        self,
+        data: ImageClassifierData,
+        arch: Arch,
+        body: keras.Model,
+        head: keras.Model,
+        precompute: bool = False,
+        opt: str = "sgd",
+        momentum: float = 0.9,
+        placement: Placement | None = None,
+        mixed_precision: str | None = None,
+    ):
         """A learner over a body and a head already built (`pretrained` builds them).
 
         Args:
@@ -70,8 +82,10 @@ class ConvLearner(OnDevices):
         self.placement = placement or Placement.single()
         policy = body.dtype_policy.name
         if mixed_precision is not None and resolve_mixed_precision(mixed_precision) != policy:
-            raise ValueError(f"mixed_precision={mixed_precision!r} does not match the body, which was built under the {policy!r} dtype policy: "
-                             "build the body and head inside `kit.training.device.precision(...)`, or use ConvLearner.pretrained.")
+            raise ValueError(
+                f"mixed_precision={mixed_precision!r} does not match the body, which was built under the {policy!r} dtype policy: "
+                "build the body and head inside `kit.training.device.precision(...)`, or use ConvLearner.pretrained."
+            )
         self.mixed_precision = policy
         self.data, self.arch, self.body, self.head = data, arch, body, head
         self.opt, self.momentum = opt, momentum
@@ -80,11 +94,15 @@ class ConvLearner(OnDevices):
         with precision(policy), self.placement.scope():
             # One fused, jit-compilable layer (uint8 in, uint8 out). Without training augmentations it is
             # the TTA default, inactive in training: TTA then runs through the same compiled predict.
-            self.augment = data.trn_tfms.augmentation() or Transforms(sz, DEFAULT_TTA_TFMS).augmentation("tta_augment", in_training=False)
+            self.augment = data.trn_tfms.augmentation() or Transforms(sz, DEFAULT_TTA_TFMS).augmentation(
+                "tta_augment", in_training=False
+            )
             img = keras.Input((sz, sz, 3), dtype="uint8", name="image")
             pooled = ConcatPool(name="concat_pool")(body(img))
             self.features_model = keras.Model(img, pooled, name="features")
-            self.model = keras.Model(img, head(ConcatPool(name="pool")(body(self.augment(img)))), name=f"{arch.name}_learner")
+            self.model = keras.Model(
+                img, head(ConcatPool(name="pool")(body(self.augment(img)))), name=f"{arch.name}_learner"
+            )
             self.placement.prepare_model(self.model)
         # None: XLA on JAX and TensorFlow (Keras' "auto" turns it off on a CPU-only TensorFlow), eager
         # on torch (torch.compile takes minutes and a C++ toolchain). Keras falls back, with a
@@ -117,7 +135,7 @@ class ConvLearner(OnDevices):
         mixed_precision: str | bool | None = "auto",
         compilation_cache: bool | str | Path | None = None,
         devices: str | int | Sequence[str] | None = "auto",
-    ) -> "ConvLearner":
+    ) -> ConvLearner:
         """A learner with a pretrained body (frozen) and a new head for `data.c` classes.
 
         Args:
@@ -148,7 +166,17 @@ class ConvLearner(OnDevices):
             body = build_body(arch, data.sz, weights)
             n_features = 2 * int(body.output.shape[-1])
             head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
-        return cls(data, arch, body, head, precompute=precompute, opt=opt, momentum=momentum, placement=placement, mixed_precision=policy)
+        return cls(
+            data,
+            arch,
+            body,
+            head,
+            precompute=precompute,
+            opt=opt,
+            momentum=momentum,
+            placement=placement,
+            mixed_precision=policy,
+        )
 
     # ----------------------------------------------------------------------------- freezing
     def freeze_to(self, n: int) -> None:
@@ -192,7 +220,9 @@ class ConvLearner(OnDevices):
         if value:
             digest = self._body_digest()  # hashing the body's weights once, not once per split
             # All or nothing: the learner switches only once every split's activations are there.
-            self._act = {name: self._activations(name, digest) for name in ("train", "valid", "test") if self._has(name)}
+            self._act = {
+                name: self._activations(name, digest) for name in ("train", "valid", "test") if self._has(name)
+            }
             self.data.warn_vanished()  # after: it needs every split's kept files, so waits for their decode
         self._precompute = bool(value)
 
@@ -236,7 +266,9 @@ class ConvLearner(OnDevices):
         feats = np.zeros((job.n, self.features_model.output.shape[-1]), dtype=np.float32)
         steps = math.ceil(job.n / self.data.bs)
         try:
-            for rows, xb in tqdm(job.ready_batches(self.data.bs), total=steps, desc=f"precompute {split}", unit="batch", leave=False):
+            for rows, xb in tqdm(
+                job.ready_batches(self.data.bs), total=steps, desc=f"precompute {split}", unit="batch", leave=False
+            ):
                 feats[rows] = np.asarray(self._features_step(xb), dtype=np.float32)
         except KeyboardInterrupt:
             job.cancel()  # Ctrl-C stops the decoding workers too
@@ -267,7 +299,9 @@ class ConvLearner(OnDevices):
             raise ValueError(f"Learning rates must be non-negative, finite and not all zero. Received lrs={lrs!r}.")
         n = len(self.layer_groups)
         if len(arr) not in (1, n):
-            raise ValueError(f"lrs needs 1 rate or one per layer group ({n}: early body, late body, head). Received {len(arr)}: {arr.tolist()}.")
+            raise ValueError(
+                f"lrs needs 1 rate or one per layer group ({n}: early body, late body, head). Received {len(arr)}: {arr.tolist()}."
+            )
         return arr
 
     def _compile(self, lrs: np.ndarray) -> keras.Model:
@@ -283,7 +317,13 @@ class ConvLearner(OnDevices):
         # model.compile throws the traced (TensorFlow) or XLA-compiled (JAX) train step away: seconds
         # on every fit. When only the base rate differs, keep the step and restart the optimizer.
         jit = self.jit_compile if self.jit_compile is not None else default_jit_compile()
-        key = (self.opt, self.momentum, jit, tuple(sorted((mult or {}).items())), tuple(v.path for v in model.trainable_variables))
+        key = (
+            self.opt,
+            self.momentum,
+            jit,
+            tuple(sorted((mult or {}).items())),
+            tuple(v.path for v in model.trainable_variables),
+        )
         done = self._compiled.get(id(model))
         if done is not None and done[0] == key and model.optimizer is not None:
             for var, value in zip(model.optimizer.variables, done[1], strict=True):
@@ -302,7 +342,9 @@ class ConvLearner(OnDevices):
     def _fit_data(self) -> tuple[dict, int]:
         """Keyword arguments for model.fit (the training batches, all of one shape) and the steps per epoch."""
         if self.precompute:
-            trn = Batches(self._act["train"], self.data.trn_y, self.data.bs, shuffle=True, seed=self._epochs_done, fixed=True)
+            trn = Batches(
+                self._act["train"], self.data.trn_y, self.data.bs, shuffle=True, seed=self._epochs_done, fixed=True
+            )
         else:
             trn = self.data.batches("train", shuffle=True, seed=self._epochs_done, fixed=True)
         # shuffle=False: the batches reshuffle their rows every epoch from their own seed; Keras'
@@ -375,24 +417,37 @@ class ConvLearner(OnDevices):
         lrs = self._lrs(lrs)
         epochs = n_cycle if cycle_len is None else sgdr_total_epochs(n_cycle, cycle_len, cycle_mult)
         if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
-            raise ValueError(f"initial_epoch must be an integer in [0, {epochs}) for {epochs} epochs. Received initial_epoch={initial_epoch!r}.")
+            raise ValueError(
+                f"initial_epoch must be an integer in [0, {epochs}) for {epochs} epochs. Received initial_epoch={initial_epoch!r}."
+            )
         model = self._compile(lrs)
         fit_kw, steps = self._fit_data()
         for _ in range(initial_epoch):
             fit_kw["x"].on_epoch_end()  # the order the skipped epochs would have left behind
         # First, so the table, checkpoints and History read its val_loss and val_accuracy.
-        cbs: list[keras.callbacks.Callback] = [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._validate(logs))]
+        cbs: list[keras.callbacks.Callback] = [
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._validate(logs))
+        ]
         # Before the schedule, checkpoints and the table: it restores the weights of a diverged epoch.
         guard = DivergenceGuard(epoch_offset=self._epochs_done, raise_error=False)
         cbs.append(guard)
         if cycle_len is not None:
-            cbs.append(SGDR(base_lr=float(lrs.max()), steps_per_epoch=steps, cycle_len=cycle_len, cycle_mult=cycle_mult,
-                            cycle_save_name=str(self._model_path(cycle_save_name)) if cycle_save_name else None))
+            cbs.append(
+                SGDR(
+                    base_lr=float(lrs.max()),
+                    steps_per_epoch=steps,
+                    cycle_len=cycle_len,
+                    cycle_mult=cycle_mult,
+                    cycle_save_name=str(self._model_path(cycle_save_name)) if cycle_save_name else None,
+                )
+            )
         if best_save_name:
             cbs.append(self._save_best(model, self._model_path(best_save_name)))
         table = EpochTable(start_epoch=self._epochs_done, show=verbose, title=self.device_line)
         cbs.append(table)
-        model.fit(epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw)
+        model.fit(
+            epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw
+        )
         if guard.error is not None:
             self.history += [r for r in table.rows if r["epoch"] < guard.error.epoch]
             self._epochs_done = guard.error.epoch
@@ -416,7 +471,14 @@ class ConvLearner(OnDevices):
 
         return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
-    def lr_find(self, start_lr: float = 1e-5, end_lr: float = 10.0, num_it: int | None = None, linear: bool = False, lrs: Sequence[float] | None = None) -> float:
+    def lr_find(
+        self,
+        start_lr: float = 1e-5,
+        end_lr: float = 10.0,
+        num_it: int | None = None,
+        linear: bool = False,
+        lrs: Sequence[float] | None = None,
+    ) -> float:
         """Runs the learning-rate range test (Smith 2015) and returns the suggested rate.
 
         The model's weights and the optimizer are restored afterwards; `learn.sched.plot()` shows
@@ -443,14 +505,18 @@ class ConvLearner(OnDevices):
         """Log-probabilities (N, c) of the validation (or test) set, in file order."""
         split = "test" if is_test else "valid"
         if is_test and self.data.test_ds is None:
-            raise ValueError("predict(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test').")
+            raise ValueError(
+                "predict(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test')."
+            )
         return self._predict_split(split)
 
     def predict_array(self, x: np.ndarray) -> np.ndarray:
         """Log-probabilities of a batch of uint8 images (n, sz, sz, 3), through the compiled predict."""
         return self._predict(self.model, Batches(np.asarray(x, dtype=np.uint8), None, self.data.bs, fixed=True))
 
-    def predict_files(self, paths: Sequence[str | os.PathLike], bs: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_files(
+        self, paths: Sequence[str | os.PathLike], bs: int | None = None, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Log-probabilities of image files, in the order given, and a mask of the files that could be read.
 
         Each file is decoded as in training (shorter side to `sz`, centre crop), PREDICT_CHUNK files
@@ -476,15 +542,22 @@ class ConvLearner(OnDevices):
         errors: list[str] = []
         starts = range(0, len(paths), PREDICT_CHUNK)
         for start in tqdm(starts, desc="predict", unit="chunk", leave=False, disable=not progress or len(starts) < 2):
-            images, good, errs = decode_files(paths[start : start + PREDICT_CHUNK], self.data.sz, workers=self.data.num_workers)
+            images, good, errs = decode_files(
+                paths[start : start + PREDICT_CHUNK], self.data.sz, workers=self.data.num_workers
+            )
             errors += errs
             idx = start + np.flatnonzero(good)
             if len(idx):
-                log_probs[idx] = self._predict(self.model, Batches(images, None, bs or self.data.bs, rows=np.flatnonzero(good), fixed=True))
+                log_probs[idx] = self._predict(
+                    self.model, Batches(images, None, bs or self.data.bs, rows=np.flatnonzero(good), fixed=True)
+                )
                 ok[idx] = True
         if errors:
             listing = "\n  ".join(errors)
-            warnings.warn(f"Skipped {len(errors)} of {len(paths)} files that could not be read as images:\n  {listing}", stacklevel=2)
+            warnings.warn(
+                f"Skipped {len(errors)} of {len(paths)} files that could not be read as images:\n  {listing}",
+                stacklevel=2,
+            )
         return log_probs, ok
 
     def TTA(self, n_aug: int = 4, is_test: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -496,7 +569,9 @@ class ConvLearner(OnDevices):
         if not isinstance(n_aug, int) or n_aug < 0:
             raise ValueError(f"n_aug must be a non-negative integer. Received n_aug={n_aug!r}.")
         if is_test and self.data.test_ds is None:
-            raise ValueError("TTA(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test').")
+            raise ValueError(
+                "TTA(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test')."
+            )
         split = "test" if is_test else "valid"
         passes = [self._predict_split(split)]
         batches = self._image_batches(split)
@@ -525,7 +600,11 @@ class ConvLearner(OnDevices):
         """Loads weights saved by `save(name)`; cached activations are recomputed if the body changed."""
         path = self._model_path(name)
         if not path.is_file():
-            have = sorted(p.name for p in self.data.models_dir.glob("*.weights.h5")) if self.data.models_dir.is_dir() else []
+            have = (
+                sorted(p.name for p in self.data.models_dir.glob("*.weights.h5"))
+                if self.data.models_dir.is_dir()
+                else []
+            )
             raise FileNotFoundError(f"No saved weights {path}. Saved here: {have or 'none'}.")
         self.model.load_weights(str(path))
         if self.precompute:

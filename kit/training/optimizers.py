@@ -16,6 +16,7 @@ The momentum (SGD) and `beta_1` (Adam, AdamW) live in a tracked Keras variable
 rather than a Python float, so `OneCycle` can change them between compiled
 steps; a float would be frozen into the traced train step.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,7 @@ def _check_multipliers(lr_multipliers: Mapping[str, float] | None) -> dict[str, 
             f = float("nan")
         if not isinstance(path, str) or not (math.isfinite(f) and f >= 0):
             raise ValueError(
-                "`lr_multipliers` maps variable paths (str) to finite factors >= 0. "
-                f"Received {path!r}: {factor!r}"
+                f"`lr_multipliers` maps variable paths (str) to finite factors >= 0. Received {path!r}: {factor!r}"
             )
         out[path] = f
     return out
@@ -53,7 +53,10 @@ def _check_multipliers(lr_multipliers: Mapping[str, float] | None) -> dict[str, 
 def _momentum_var(optimizer: keras.optimizers.Optimizer, name: str, value: float) -> keras.Variable:
     with keras.name_scope(optimizer.name, caller=optimizer):
         var = keras.Variable(
-            value, name=name, dtype=keras.config.floatx(), trainable=False,
+            value,
+            name=name,
+            dtype=keras.config.floatx(),
+            trainable=False,
             aggregation="only_first_replica",
         )
     # The caller assigns it to an attribute, which tracks it: it becomes part of

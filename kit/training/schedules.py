@@ -12,6 +12,7 @@ References:
       Networks", arXiv:1506.01186; the suggestions follow fastai v2's
       `valley`, `steep` and `minimum`.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,17 +25,17 @@ SUGGESTION_METHODS = ("valley", "steepest", "min_div10")
 
 def check_int(name: str, value, minimum: int) -> int:
     """`value` as an int >= minimum; integral floats such as 2.0 are accepted."""
-    ok = isinstance(value, (int, np.integer)) or (
-        isinstance(value, (float, np.floating)) and float(value).is_integer()
-    )
+    ok = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
     if isinstance(value, bool) or not ok or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received {name}={value!r}")
     return int(value)
 
 
 def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.number))
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"`{name}` must be a finite number > 0. Received {name}={value!r}")
     return float(value)
@@ -269,9 +270,7 @@ def lr_range(start_lr: float, end_lr: float, num_it: int, linear: bool = False) 
     start_lr = _check_positive("start_lr", start_lr)
     end_lr = _check_positive("end_lr", end_lr)
     if start_lr >= end_lr:
-        raise ValueError(
-            f"`start_lr` must be < `end_lr`. Received start_lr={start_lr!r}, end_lr={end_lr!r}"
-        )
+        raise ValueError(f"`start_lr` must be < `end_lr`. Received start_lr={start_lr!r}, end_lr={end_lr!r}")
     num_it = check_int("num_it", num_it, 2)
     lrs = np.linspace(start_lr, end_lr, num_it) if linear else np.geomspace(start_lr, end_lr, num_it)
     # Both numpy functions pin the ends; set them again so that holds on any numpy.
@@ -312,8 +311,7 @@ def _finite_curve(lrs, losses) -> tuple[np.ndarray, np.ndarray]:
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     if lrs.shape != losses.shape:
         raise ValueError(
-            f"`lrs` and `losses` must have the same length. Received len(lrs)={lrs.size}, "
-            f"len(losses)={losses.size}"
+            f"`lrs` and `losses` must have the same length. Received len(lrs)={lrs.size}, len(losses)={losses.size}"
         )
     if not np.all(np.isfinite(lrs) & (lrs > 0)):
         raise ValueError(f"`lrs` must all be finite and > 0. Received lrs={lrs!r}")

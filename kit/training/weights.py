@@ -13,6 +13,7 @@ Example:
 save_weights(model, "models/224_all.weights.h5")   # refuses NaN weights; OSError if the disk is full
 ```
 """
+
 from __future__ import annotations
 
 import io
@@ -86,7 +87,8 @@ def save_weights(model: keras.Model, path: str | os.PathLike) -> Path:
         raise
     except OSError as e:
         raise OSError(
-            e.errno, f"Could not write the weights {path.name} ({len(data)} bytes) in {path.parent}: "
-            f"{e.strerror or e}. The previous file, if any, is unchanged; free some space or save elsewhere."
+            e.errno,
+            f"Could not write the weights {path.name} ({len(data)} bytes) in {path.parent}: "
+            f"{e.strerror or e}. The previous file, if any, is unchanged; free some space or save elsewhere.",
         ) from e
     return path

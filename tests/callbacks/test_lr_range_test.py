@@ -1,4 +1,5 @@
 """LRRangeTest on tiny models, under every backend."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """SGDR and OneCycle callbacks on a tiny model, under every backend."""
+
 from __future__ import annotations
 
 import keras
@@ -55,8 +56,12 @@ def test_sgdr_sets_the_closed_form_every_batch_and_saves_each_cycle(tmp_path):
     x, y = data(12)  # 3 batches of 4 per epoch
     ended = []
     sgdr = SGDR(
-        0.1, cycle_len=1, cycle_mult=2, min_lr=0.001,
-        cycle_save_name=str(tmp_path / "cyc_{cycle}.weights.h5"), on_cycle_end=ended.append,
+        0.1,
+        cycle_len=1,
+        cycle_mult=2,
+        min_lr=0.001,
+        cycle_save_name=str(tmp_path / "cyc_{cycle}.weights.h5"),
+        on_cycle_end=ended.append,
     )
     probe = Probe()
     model = model_with(keras.optimizers.SGD(0.5))

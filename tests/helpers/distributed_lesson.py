@@ -11,6 +11,7 @@ a real SIGINT after its first epoch and `--resume`d. Two virtual devices must ex
 backend starts, hence a process of its own; it prints one JSON object on its last line
 (tests/test_distribute.py asserts on it).
 """
+
 import contextlib
 import io
 import json
@@ -24,7 +25,9 @@ BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 if BACKEND == "tensorflow":
     import tensorflow as tf
 
-    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -92,7 +95,9 @@ def learner(policy: str, devices: int, precompute: bool = True, aug: bool = Fals
     data = ImageClassifierData.from_paths(FOLDER, tfms=tfms, bs=BS, test_name="test", progress=False, num_workers=1)
     # No dropout: MirroredStrategy's replicas draw their own masks, so only then is the history
     # of N devices that of one (JAX draws one mask for the global batch either way).
-    return ConvLearner.pretrained(tiny, data, precompute=precompute, weights=None, ps=0.0, devices=devices, mixed_precision=policy)
+    return ConvLearner.pretrained(
+        tiny, data, precompute=precompute, weights=None, ps=0.0, devices=devices, mixed_precision=policy
+    )
 
 
 def weights(learn: ConvLearner) -> list[np.ndarray]:
@@ -110,20 +115,29 @@ def placement_facts(learn: ConvLearner) -> dict:
         s = v.value.sharding
         facts.update(var_devices=len(s.device_set), var_replicated=bool(s.is_fully_replicated))
         if learn.placement.engine is not None:
-            x = keras.distribution.distribute_tensor(np.zeros((BS, SZ, SZ, 3), "uint8"), learn.placement.engine.get_data_layout((BS, SZ, SZ, 3)))
+            x = keras.distribution.distribute_tensor(
+                np.zeros((BS, SZ, SZ, 3), "uint8"), learn.placement.engine.get_data_layout((BS, SZ, SZ, 3))
+            )
             facts["batch_rows_per_device"] = sorted({int(sh.data.shape[0]) for sh in x.addressable_shards})
     else:
         values = getattr(v.value, "values", None)
-        facts.update(var_devices=len(values) if values is not None else 1, var_replicated=values is not None and len(values) > 1)
+        facts.update(
+            var_devices=len(values) if values is not None else 1, var_replicated=values is not None and len(values) > 1
+        )
     return facts
 
 
 def dtype_facts(learn: ConvLearner) -> dict:
     convs = [l for l in learn.backbone.layers if isinstance(l, keras.layers.Conv2D)]
     dense = [l for l in learn.head.layers if isinstance(l, keras.layers.Dense)]
-    return {"policy": learn.mixed_precision, "body_compute": convs[0].compute_dtype, "body_variable": convs[0].variable_dtype,
-            "hidden_compute": dense[0].compute_dtype, "logits_compute": dense[-1].compute_dtype,
-            "output_dtype": str(keras.backend.standardize_dtype(learn.model.output.dtype))}
+    return {
+        "policy": learn.mixed_precision,
+        "body_compute": convs[0].compute_dtype,
+        "body_variable": convs[0].variable_dtype,
+        "hidden_compute": dense[0].compute_dtype,
+        "logits_compute": dense[-1].compute_dtype,
+        "output_dtype": str(keras.backend.standardize_dtype(learn.model.output.dtype)),
+    }
 
 
 def lesson(policy: str, devices: int) -> dict:
@@ -134,9 +148,12 @@ def lesson(policy: str, devices: int) -> dict:
     fits = [scoped(sc, "fit", lambda: learn.fit(0.01, 1, verbose=False)), learn.fit(0.01, 1, verbose=False)]
     before = weights(learn)
     suggestion = scoped(sc, "lr_find", lambda: learn.lr_find(num_it=12))
-    cell["lr_find"] = {"points": len(learn.sched.lrs), "finite_losses": int(np.isfinite(learn.sched.losses).sum()),
-                       "suggestion_finite": bool(np.isfinite(suggestion)),
-                       "restored": all(np.array_equal(a, b) for a, b in zip(before, weights(learn)))}
+    cell["lr_find"] = {
+        "points": len(learn.sched.lrs),
+        "finite_losses": int(np.isfinite(learn.sched.losses).sum()),
+        "suggestion_finite": bool(np.isfinite(suggestion)),
+        "restored": all(np.array_equal(a, b) for a, b in zip(before, weights(learn))),
+    }
     cell["optimizer"] = type(learn.head.optimizer).__name__
     cell["opt_paths"] = [v.path.split("/")[-1] for v in learn.head.optimizer.variables]
     fits.append(learn.fit(0.01, 1, verbose=False))  # after lr_find: the optimizer reset that crashed under fp16
@@ -146,7 +163,9 @@ def lesson(policy: str, devices: int) -> dict:
     learn.precompute = False
     fits.append(learn.fit(0.01, 1, verbose=False))  # the head on images through the whole model
     learn.unfreeze()
-    fits.append(learn.fit(np.array([1e-4, 3e-4, 1e-3]), 2, cycle_len=1, verbose=False))  # 2 cycles of 1 epoch: a warm restart
+    fits.append(
+        learn.fit(np.array([1e-4, 3e-4, 1e-3]), 2, cycle_len=1, verbose=False)
+    )  # 2 cycles of 1 epoch: a warm restart
     cell["history"] = list(learn.history)
     log_preds = scoped(sc, "predict", learn.predict)
     test_preds = learn.predict(is_test=True)
@@ -158,9 +177,13 @@ def lesson(policy: str, devices: int) -> dict:
     scoped(sc, "load", lambda: learn.load(f"cell_{policy}_{devices}"))
     after = learn.predict()
     cell.update(
-        fits=fits, finite=finite([f for pair in fits for f in pair], log_preds, test_preds, tta, files[ok], interp.probs),
-        predict_shape=list(log_preds.shape), test_shape=list(test_preds.shape), tta_shape=list(tta.shape),
-        load_max_diff=float(np.abs(after - log_preds).max()), predict=log_preds.tolist(),
+        fits=fits,
+        finite=finite([f for pair in fits for f in pair], log_preds, test_preds, tta, files[ok], interp.probs),
+        predict_shape=list(log_preds.shape),
+        test_shape=list(test_preds.shape),
+        tta_shape=list(tta.shape),
+        load_max_diff=float(np.abs(after - log_preds).max()),
+        predict=log_preds.tolist(),
     )
     return cell
 
@@ -178,8 +201,32 @@ class SigintAfterFirstEpoch(EpochCheckpoint):
 def cli(work: Path, *args: str) -> tuple[int, str, str]:
     o, e = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
-        rc = kit_main(["train", "--folder", str(FOLDER), "--work-dir", str(work), "--arch", "tiny", "--weights", "none", "--size", str(SZ),
-                       "--bs", str(BS), "--epochs", "1", "--lr", "0.01", "--unfreeze-epochs", "1", "--config", str(CONFIG), *args])
+        rc = kit_main(
+            [
+                "train",
+                "--folder",
+                str(FOLDER),
+                "--work-dir",
+                str(work),
+                "--arch",
+                "tiny",
+                "--weights",
+                "none",
+                "--size",
+                str(SZ),
+                "--bs",
+                str(BS),
+                "--epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--unfreeze-epochs",
+                "1",
+                "--config",
+                str(CONFIG),
+                *args,
+            ]
+        )
     return rc, o.getvalue(), e.getvalue()
 
 
@@ -196,16 +243,27 @@ def train_resumed(policy: str, devices: int, opt_paths: list[str]) -> dict:
     _, _, opt_at_stop = read_checkpoint(stopped / "checkpoint")
     rc2, stdout, err2 = cli(work, "--resume")
     config = json.loads((stopped / "config.json").read_text())
-    history = json.loads((stopped / "history.json").read_text())["history"] if (stopped / "history.json").is_file() else []
+    history = (
+        json.loads((stopped / "history.json").read_text())["history"] if (stopped / "history.json").is_file() else []
+    )
     state, _, opt_at_end = read_checkpoint(stopped / "checkpoint")
-    return {"interrupted_rc": rc1, "interrupted_stderr": err1[-1500:], "resumed_rc": rc2, "resumed_stderr": err2[-1500:],
-            "line": stdout.strip().splitlines()[0] if stdout.strip() else "", "resolved": config.get("resolved"),
-            "epochs": [r["epoch"] for r in history], "finite": finite([[r["trn_loss"], r["val_loss"]] for r in history]),
-            "finished": (stopped / "DONE").exists(), "opt_values": len(opt_at_end),
-            # The loss scale (mixed_float16 only) in the checkpoint the resume started from.
-            # (`opt_paths`: the variables of the head's optimizer in the lesson, which kit train's first stage also fits)
-            "loss_scale_at_stop": float(opt_at_stop[opt_paths.index("dynamic_scale")]) if policy == "mixed_float16" else None}
-
+    return {
+        "interrupted_rc": rc1,
+        "interrupted_stderr": err1[-1500:],
+        "resumed_rc": rc2,
+        "resumed_stderr": err2[-1500:],
+        "line": stdout.strip().splitlines()[0] if stdout.strip() else "",
+        "resolved": config.get("resolved"),
+        "epochs": [r["epoch"] for r in history],
+        "finite": finite([[r["trn_loss"], r["val_loss"]] for r in history]),
+        "finished": (stopped / "DONE").exists(),
+        "opt_values": len(opt_at_end),
+        # The loss scale (mixed_float16 only) in the checkpoint the resume started from.
+        # (`opt_paths`: the variables of the head's optimizer in the lesson, which kit train's first stage also fits)
+        "loss_scale_at_stop": float(opt_at_stop[opt_paths.index("dynamic_scale")])
+        if policy == "mixed_float16"
+        else None,
+    }
 
 
 CONFIG = WORK / "train.json"

@@ -27,11 +27,11 @@ import sys
 import threading
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
@@ -267,7 +267,10 @@ class FakeKaggle:
         if method == "StartSubmissionUpload":
             token = uuid.uuid4().hex
             self._uploads[token] = {
-                "slug": slug, "file_name": body.get("fileName", ""), "length": body.get("contentLength"), "data": None
+                "slug": slug,
+                "file_name": body.get("fileName", ""),
+                "length": body.get("contentLength"),
+                "data": None,
             }
             return 200, {"token": token, "createUrl": f"{self.url}/upload/{token}"}, {}
         if method == "CreateSubmission":
@@ -276,8 +279,12 @@ class FakeKaggle:
                 return _error(400, "The submission file was not uploaded")
             with self._lock:
                 sub = Submission(
-                    ref=1000 + len(self.submissions), slug=slug, file_name=upload["file_name"],
-                    description=body.get("submissionDescription", ""), data=upload["data"], date=CREATED,
+                    ref=1000 + len(self.submissions),
+                    slug=slug,
+                    file_name=upload["file_name"],
+                    description=body.get("submissionDescription", ""),
+                    data=upload["data"],
+                    date=CREATED,
                 )
                 if comp.scorer is not None:
                     try:
@@ -348,8 +355,15 @@ def _error(code: int, message: str) -> tuple[int, dict, dict[str, str]]:
 
 
 def _submission_json(sub: Submission) -> dict:
-    answer = {"ref": sub.ref, "date": sub.date, "description": sub.description, "fileName": sub.file_name,
-              "status": sub.status, "totalBytes": len(sub.data), "submittedBy": "kit-tester"}
+    answer = {
+        "ref": sub.ref,
+        "date": sub.date,
+        "description": sub.description,
+        "fileName": sub.file_name,
+        "status": sub.status,
+        "totalBytes": len(sub.data),
+        "submittedBy": "kit-tester",
+    }
     if sub.public_score is not None:
         answer["publicScore"] = sub.public_score
     if sub.error is not None:
@@ -435,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
 def fake_kaggle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A started FakeKaggle installed for the real client, with KAGGLE_USERNAME/KAGGLE_KEY set.
 
-    Use it from any test module with `from helpers.fake_kaggle import fake_kaggle  # noqa: F401`.
+    Every test module gets it through tests/conftest.py (`pytest_plugins`).
     """
     with FakeKaggle() as fake:
         fake.install(monkeypatch, tmp_path / "home")

@@ -3,6 +3,7 @@
 A test puts one in place with `monkeypatch.setattr(kit.data.decode_job, "decode_into", ...)`; the
 pool sends it to the workers by its name, so it lives here, in a module they can import.
 """
+
 import os
 import sys
 import time

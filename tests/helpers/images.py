@@ -1,4 +1,5 @@
 """Generated, easy-to-learn images laid out as the lesson's class folders."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """A tiny convolutional body with the keras.applications constructor signature, for CPU tests."""
+
 import keras
 
 from kit.models.archs import Arch

@@ -14,6 +14,7 @@ learn.fit(1e-2, 3, callbacks=[ckpt])
 state, model_values, opt_values = read_checkpoint("runs/r1/checkpoint")
 ```
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -75,7 +77,9 @@ def _values(variables) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
 
 
-def write_checkpoint(directory: str | os.PathLike, state: dict[str, Any], model_values: list[np.ndarray], opt_values: list[np.ndarray]) -> Path:
+def write_checkpoint(
+    directory: str | os.PathLike, state: dict[str, Any], model_values: list[np.ndarray], opt_values: list[np.ndarray]
+) -> Path:
     """Writes one checkpoint file atomically (built in memory, then ordinary file I/O)."""
     arrays = {f"model_{i}": a for i, a in enumerate(model_values)}
     arrays.update({f"opt_{i}": a for i, a in enumerate(opt_values)})
@@ -94,8 +98,10 @@ def _open_checkpoint(directory: str | os.PathLike) -> Iterator[tuple[dict[str, A
     """(the JSON state, the open npz) of a checkpoint; any read error inside the block names the file."""
     path = checkpoint_file(directory)
     if not path.is_file():
-        raise CheckpointError(f"No checkpoint {path}: no epoch finished in that run (or its first checkpoint write was "
-                              "interrupted), so there is nothing to resume. Start a new run without --resume.")
+        raise CheckpointError(
+            f"No checkpoint {path}: no epoch finished in that run (or its first checkpoint write was "
+            "interrupted), so there is nothing to resume. Start a new run without --resume."
+        )
     try:
         # allow_pickle=False: a checkpoint holds plain arrays and one JSON string, never objects to unpickle.
         with np.load(path, allow_pickle=False) as z:
@@ -106,8 +112,10 @@ def _open_checkpoint(directory: str | os.PathLike) -> Iterator[tuple[dict[str, A
     except NPZ_READ_ERRORS as e:
         if isinstance(e, CheckpointError):
             raise
-        raise CheckpointError(f"The checkpoint {path} cannot be read ({npz_read_error(e)}): it is truncated or damaged. "
-                              f"Resume another run, or start a new one without --resume.") from e
+        raise CheckpointError(
+            f"The checkpoint {path} cannot be read ({npz_read_error(e)}): it is truncated or damaged. "
+            f"Resume another run, or start a new one without --resume."
+        ) from e
 
 
 def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
@@ -130,7 +138,11 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], list[
         n_model = sum(1 for k in z.files if k.startswith("model_"))
         n_opt = sum(1 for k in z.files if k.startswith("opt_"))
         # Every member is read here, inside the error handling: a truncated file fails now, not mid-resume.
-        return state, [np.array(z[f"model_{i}"]) for i in range(n_model)], [np.array(z[f"opt_{i}"]) for i in range(n_opt)]
+        return (
+            state,
+            [np.array(z[f"model_{i}"]) for i in range(n_model)],
+            [np.array(z[f"opt_{i}"]) for i in range(n_opt)],
+        )
 
 
 def assign_values(variables, values: list[np.ndarray], what: str) -> None:
@@ -163,8 +175,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
             read, assigned in `on_train_begin`.
     """
 
-    def __init__(self, directory: str | os.PathLike, variables_of: keras.Model | None = None, state: dict | None = None,
-                 start_epoch: int = 0, history: list[dict] | None = None, restore: tuple[list, list] | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        variables_of: keras.Model | None = None,
+        state: dict | None = None,
+        start_epoch: int = 0,
+        history: list[dict] | None = None,
+        restore: tuple[list, list] | None = None,
+    ):
         super().__init__()
         self.directory = Path(directory)
         self.variables_of, self.state = variables_of, dict(state or {})
@@ -191,7 +210,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return  # a diverged epoch: keep the last good checkpoint
         sync_model_state(self.model)
-        model_values, opt_values = _values((self.variables_of or self.model).variables), _values(self.model.optimizer.variables)
+        model_values, opt_values = (
+            _values((self.variables_of or self.model).variables),
+            _values(self.model.optimizer.variables),
+        )
         if not all(map(is_finite, model_values)):
             return  # the epoch's last update diverged: never checkpoint NaN weights
         self.rows.append(epoch_row(self.start_epoch + epoch, logs))

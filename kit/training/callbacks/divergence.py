@@ -1,4 +1,5 @@
 """Stop at the first non-finite loss, put the weights back as they were at the start of the epoch, raise."""
+
 from __future__ import annotations
 
 import math

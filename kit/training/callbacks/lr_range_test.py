@@ -1,4 +1,5 @@
 """The learning-rate range test (Smith, arXiv:1506.01186) as a Keras callback."""
+
 from __future__ import annotations
 
 import math

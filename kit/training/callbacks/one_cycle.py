@@ -1,4 +1,5 @@
 """The one-cycle policy (Smith, arXiv:1708.07120) for the rate and the momentum."""
+
 from __future__ import annotations
 
 import warnings
@@ -53,7 +54,12 @@ class OneCycle(keras.callbacks.Callback):
         # Validate every argument now, through the pure functions, rather than mid-fit.
         one_cycle_lr(0, self.total_steps or 2, max_lr, div, pct_start, final_div)
         one_cycle_momentum(0, self.total_steps or 2, base_momentum, max_momentum, pct_start)
-        self.max_lr, self.div, self.pct_start, self.final_div = float(max_lr), float(div), float(pct_start), float(final_div)
+        self.max_lr, self.div, self.pct_start, self.final_div = (
+            float(max_lr),
+            float(div),
+            float(pct_start),
+            float(final_div),
+        )
         self.base_momentum, self.max_momentum = float(base_momentum), float(max_momentum)
         self.cycle_momentum = bool(cycle_momentum)
         self.steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, 1)
@@ -69,7 +75,10 @@ class OneCycle(keras.callbacks.Callback):
         self._spe = steps_per_epoch_of(self, self.steps_per_epoch)
         epochs = (self.params or {}).get("epochs") or 1
         self._total = self.total_steps or check_int("total_steps", epochs * self._spe, 2)
-        self._momentum_ok = self.cycle_momentum and getattr(inner_optimizer(self.model.optimizer), "momentum_variable", None) is not None
+        self._momentum_ok = (
+            self.cycle_momentum
+            and getattr(inner_optimizer(self.model.optimizer), "momentum_variable", None) is not None
+        )
         if self.cycle_momentum and not self._momentum_ok:
             warnings.warn(
                 f"OneCycle: {type(self.model.optimizer).__name__} keeps its momentum as a constant of the "

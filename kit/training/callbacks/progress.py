@@ -1,4 +1,5 @@
 """The lesson's epoch table (`epoch trn_loss val_loss accuracy`) with a progress bar inside each epoch."""
+
 from __future__ import annotations
 
 import keras
@@ -9,6 +10,7 @@ HEADER = f"{'epoch':>5}  {'trn_loss':>9}  {'val_loss':>9}  {'accuracy':>9}"
 
 def format_row(epoch: int, trn_loss: float, val_loss: float | None, accuracy: float | None) -> str:
     """One table row; a missing validation value prints as '-'."""
+
     def cell(v: float | None) -> str:
         return f"{v:9.5f}" if v is not None else f"{'-':>9}"
 
@@ -50,7 +52,9 @@ class EpochTable(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.show:
-            self._bar = tqdm(total=self.params.get("steps"), leave=False, unit="batch", desc=f"epoch {self.start_epoch + epoch}")
+            self._bar = tqdm(
+                total=self.params.get("steps"), leave=False, unit="batch", desc=f"epoch {self.start_epoch + epoch}"
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         if self._bar is not None:

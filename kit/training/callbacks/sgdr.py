@@ -1,8 +1,8 @@
 """SGDR: cosine annealing with warm restarts (Loshchilov & Hutter, arXiv:1608.03983)."""
+
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import keras
