@@ -37,7 +37,8 @@ format: venv
 demo: venv
 	$(PY) -m kit demo
 
-# The lesson's recipe on real photos: DATA= when given on the command line, else ../shared/dogscats.
+# The lesson's recipe on real photos (kit/recipes/real.toml; `kit real` is `kit train --recipe real`):
+# DATA= when given on the command line, else ../shared/dogscats.
 REAL_DATA := $(if $(filter command line,$(origin DATA)),$(DATA),../shared/dogscats)
 real: venv
 	$(PY) -m kit real --folder $(REAL_DATA) $(if $(QUICK),--quick,) $(REAL_ARGS)

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kit.io import atomic_path
+
 # Dogs vs. Cats photos are mostly 500×375 JPEGs of ~40 KB: quality 80 over smooth gradients, waves
 # and noise of sigma ~12 gives the same size, so decoding costs what it costs on the real files.
 PHOTO_W, PHOTO_H = 500, 375
@@ -87,9 +89,8 @@ def _write_some(jobs: list[tuple[str, int]], seed: int) -> int:
     rng = np.random.default_rng(seed)
     noise = rng.normal(0.0, NOISE_SIGMA, (PHOTO_H + _NOISE_PAD, PHOTO_W + _NOISE_PAD, 3)).astype(np.float32)
     for path, label in jobs:
-        tmp = f"{path}.tmp"
-        synth_photo(rng, noise, label).save(tmp, "JPEG", quality=JPEG_QUALITY)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            synth_photo(rng, noise, label).save(tmp, "JPEG", quality=JPEG_QUALITY)
     return len(jobs)
 
 

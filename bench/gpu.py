@@ -652,11 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import keras
 
-    from kit.training.device import accelerator, configure
+    from kit.training.device import accelerator, resolve_mixed_precision
 
     acc = accelerator()
     _DEVICE["device"] = acc.name
-    policy = configure(args.mixed_precision)
+    policy = resolve_mixed_precision(args.mixed_precision)
+    keras.config.set_dtype_policy(policy)  # for the models the benchmarks build themselves
     emit(
         "machine",
         backend=keras.backend.backend(),

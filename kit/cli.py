@@ -1,11 +1,11 @@
 """`kit` command line: one library call per subcommand. The only place that prints and exits.
 
     kit download [-c SLUG] [--data-dir DIR] [--valid N] [--seed S] [--force]
-    kit train    [-c SLUG] [--data-dir DIR] [--arch NAME] [--weights imagenet|none|PATH] [--size PX] [--epochs N] [--config FILE]
+    kit train    [-c SLUG] [--data-dir DIR] [--recipe NAME] [--config FILE] [--quick] [--arch NAME] [--size PX] [--seed N] ...
     kit analyze  [-c SLUG] [--data-dir DIR]
     kit train|analyze --folder PATH [--work-dir DIR]   (any class-folder tree instead of a competition)
     kit predict  [--run RUN] [--folder PATH | -c SLUG] [-o CSV] FILE_OR_FOLDER...
-    kit real     [--folder PATH] [--work-dir DIR] [--quick] [--seed N] [--size PX]   (the recipe on real photos: `make real`)
+    kit real     --folder PATH [--work-dir DIR] [--quick] [--seed N] [--size PX]   (`kit train --recipe real`: `make real`)
     kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run]
     kit demo     (the offline digits demo, end to end)
     kit list     (known competitions)
@@ -19,18 +19,25 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kit.signals import StopSignals, stop_on_signals
 
+if TYPE_CHECKING:  # annotations only: `kit --help` imports no job
+    from kit.jobs.config import TrainConfig
+    from kit.jobs.train import Run
+
 DEFAULT_SLUG = "dogs-vs-cats-redux-kernels-edition"
+RECIPE_FIRST = "the recipe's, else "  # kit train's -c: a recipe may name its competition
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, slug_default: str | None = DEFAULT_SLUG) -> None:
     p.add_argument(
         "-c",
         "--competition",
-        default=DEFAULT_SLUG,
-        help=f"competition slug (default: {DEFAULT_SLUG}; `kit list` shows all)",
+        default=slug_default,
+        help=f"competition slug (default: {RECIPE_FIRST if slug_default is None else ''}{DEFAULT_SLUG}; "
+        "`kit list` shows all)",
     )
     p.add_argument(
         "--data-dir", default=None, help="data folder (default: ./data, or /kaggle/working/data in a Kaggle notebook)"
@@ -72,9 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the stratified split")
     p.add_argument("--force", action="store_true", help="rebuild an existing layout with another seed or split size")
 
-    p = sub.add_parser("train", help="precompute, lr_find, fit (and optional unfrozen stages); saves the run")
-    _common(p)
+    p = sub.add_parser(
+        "train",
+        help="precompute, lr_find, fit (and optional unfrozen stages); saves the run",
+        description="The configuration in layers: TrainConfig's defaults, then --recipe, then --config, then the "
+        "flags. --quick lays each file's [quick] table over it.",
+    )
+    _common(p, slug_default=None)  # None: the recipe's competition, else TrainConfig's
     _folder(p)
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="NAME",
+        help="a recipe shipped with the kit (kit/recipes/NAME.toml): real (efficientnet_lite0 on photos), demo (digits)",
+    )
     p.add_argument(
         "--arch",
         default=None,
@@ -104,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POLICY",
         help="auto (bf16 on A100/H100, fp16 on T4/V100/P100, float32 on CPUs; default), bf16, fp16 or float32",
     )
-    p.add_argument("--config", default=None, help="JSON or TOML file of TrainConfig fields; flags override it")
+    p.add_argument(
+        "--config", default=None, help="JSON or TOML file of TrainConfig fields, over the recipe; flags override it"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="the recipe's (or config file's) [quick] slice: a smoke test in seconds"
+    )
+    p.add_argument("--seed", type=int, default=None, help="the random seed (default: the recipe's, else 42)")
     p.add_argument(
         "--resume",
         nargs="?",
@@ -158,16 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true", help="a small slice, for smoke tests")
 
-    p = sub.add_parser("real", help="the lesson's recipe on a folder of real photos (efficientnet_lite0, offline)")
-    p.add_argument(
-        "--folder", default=None, help="the photos, train/<class>/ and valid/<class>/ (default: ../shared/dogscats)"
+    p = sub.add_parser(
+        "real",
+        help="the lesson's recipe on a folder of real photos (efficientnet_lite0, offline): kit train --recipe real",
     )
+    p.add_argument("--folder", default=None, help="the photos, train/<class>/ and valid/<class>/ (required)")
     p.add_argument(
         "--work-dir",
         default=None,
         help="caches and the run (default: the folder when writable, else the kit's user cache)",
     )
-    p.add_argument("--quick", action="store_true", help="20 photos per class at 64 px, one epoch a stage: a smoke test")
+    p.add_argument(
+        "--quick", action="store_true", help="the recipe's [quick] slice (20 photos per class at 64 px): a smoke test"
+    )
     p.add_argument(
         "--seed", type=int, default=None, help="the random seed (default: the recipe's, 42); README lists four"
     )
@@ -187,11 +214,11 @@ def _download(a: argparse.Namespace) -> None:
 
 def _train(a: argparse.Namespace) -> None:
     from kit.jobs.config import load_config
-    from kit.jobs.pipeline import data_dir_or_default
-    from kit.jobs.train import TrainingInterrupted, train, work_root
 
     cfg = load_config(
         a.config,
+        recipe=a.recipe,
+        quick=a.quick,
         competition=a.competition,
         arch=a.arch,
         weights=a.weights,
@@ -201,26 +228,38 @@ def _train(a: argparse.Namespace) -> None:
         unfreeze_epochs=a.unfreeze_epochs,
         bs=a.bs,
         sample=a.sample,
+        seed=a.seed,
         devices=a.devices,
         folder=_source(a),
         work_dir=a.work_dir,
         data_dir=a.data_dir,
         mixed_precision=a.mixed_precision,
     )
-    data_dir = data_dir_or_default(cfg.data_dir)
-    roots = [work_root(cfg, data_dir)]
-    if isinstance(a.resume, str) and Path(a.resume).is_dir():  # a run named by its path: <work>/runs/<run>
-        roots.append(Path(a.resume).resolve().parent.parent)
-    _remove_stale_temporaries(roots)
-    try:
-        run = train(cfg, data_dir, resume=a.resume)
-    except TrainingInterrupted as e:
-        if e.epoch is not None:
-            e.args = (f"{e}. Resume with: {_resume_command(a, e.run.name)}",)
-        raise
+    run = _run_training(cfg, a)
+    print(f"train: {run.details}")
     print(
         f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}"
     )
+
+
+def _run_training(cfg: TrainConfig, a: argparse.Namespace) -> Run:
+    """`kit.jobs.train.train` as `kit train` and `kit real` run it: stale temporaries removed first, and
+    an interrupted run's exact resume command in its message."""
+    from kit.jobs.pipeline import data_dir_or_default
+    from kit.jobs.train import TrainingInterrupted, train, work_root
+
+    resume = getattr(a, "resume", None)
+    data_dir = data_dir_or_default(cfg.data_dir)
+    roots = [work_root(cfg, data_dir)]
+    if isinstance(resume, str) and Path(resume).is_dir():  # a run named by its path: <work>/runs/<run>
+        roots.append(Path(resume).resolve().parent.parent)
+    _remove_stale_temporaries(roots)
+    try:
+        return train(cfg, data_dir, resume=resume)
+    except TrainingInterrupted as e:
+        if e.epoch is not None:
+            e.args = (f"{e}. Resume with: {_resume_command(a, cfg, e.run.name)}",)
+        raise
 
 
 def _remove_stale_temporaries(roots: list[Path]) -> None:
@@ -243,17 +282,17 @@ def _remove_stale_temporaries(roots: list[Path]) -> None:
         )
 
 
-def _resume_command(a: argparse.Namespace, run_name: str) -> str:
-    """The exact `kit train --resume` line for the run this command started."""
+def _resume_command(a: argparse.Namespace, cfg: TrainConfig, run_name: str) -> str:
+    """The exact `kit train --resume` line for the run this command (`kit train` or `kit real`) started."""
     import shlex
 
     words = ["kit", "train"]
     words += (
         ["--folder", a.folder] + (["--work-dir", a.work_dir] if a.work_dir else [])
         if a.folder
-        else ["-c", a.competition]
+        else ["-c", cfg.competition]
     )
-    if a.data_dir is not None:
+    if getattr(a, "data_dir", None) is not None:
         words += ["--data-dir", a.data_dir]
     return shlex.join(words + ["--resume", run_name])
 
@@ -266,7 +305,7 @@ def _analyze(a: argparse.Namespace) -> None:
 
 def _source(a: argparse.Namespace) -> str | None:
     """The --folder, refusing it together with an explicit competition."""
-    if a.folder is not None and a.competition != DEFAULT_SLUG:
+    if a.folder is not None and a.competition not in (None, DEFAULT_SLUG):
         raise ValueError(f"Give either a competition (-c {a.competition}) or --folder {a.folder}, not both.")
     return a.folder
 
@@ -297,12 +336,17 @@ def _predict(a: argparse.Namespace) -> None:
 
 
 def _real(a: argparse.Namespace) -> None:
-    from kit.jobs.real import DEFAULT_FOLDER, run_real
+    from kit.jobs.real import real_config
 
+    if a.folder is None:
+        raise ValueError(
+            "kit real needs --folder PATH: a folder of photos with train/<class>/ and valid/<class>/ "
+            "(`make real` passes one; `make real DATA=PATH` another)."
+        )
     overrides = {k: v for k, v in (("seed", a.seed), ("size", a.size)) if v is not None}
-    result = run_real(a.folder or DEFAULT_FOLDER, work_dir=a.work_dir, quick=a.quick, **overrides)
-    print(result.details)
-    print(result.summary)  # the last line, as `make real` promises
+    run = _run_training(real_config(a.folder, work_dir=a.work_dir, quick=a.quick, **overrides), a)
+    print(f"real: {run.details}")
+    print(f"real: {run.summary}")  # the last line, as `make real` promises
 
 
 def _submit(a: argparse.Namespace) -> None:

@@ -1,10 +1,15 @@
-"""Writing files so that nothing is ever half-written: one atomic-write helper and a free-space check.
+"""Writing files so that nothing is ever half-written: atomic writes, strict JSON, and the one rule for "no room".
 
 Every file the kit writes (caches, activations, weights, runs, reports, submissions) goes through
 `atomic_path`: the writer fills a hidden temporary file in the same folder, which replaces the target
 with `os.replace` only once complete, and is removed on any failure (a full disk, Ctrl-C, a crash
 in the writer), so the previous file, if any, stays intact. What a killed writer leaves (it cannot
 remove anything) names it, and `remove_stale_temporaries` removes it once that process is gone.
+
+Two more rules live here, so that no writer has its own: every JSON file is strict (`to_json`,
+`atomic_write_json`: NaN and infinities become null), and a write that finds no room (`NO_ROOM_ERRNOS`:
+a full disk, a quota, a file-size limit) becomes one error, `NotEnoughSpaceError`, with one sentence
+(`no_room_message`) naming the folder, what was written and, when known, the bytes.
 
 Example:
 
@@ -37,6 +42,11 @@ from typing import Any
 
 from kit.signals import pid_alive
 
+try:
+    import resource  # POSIX only
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 # `.<name>.<pid>-<host>-<random>.tmp<suffix>`: the writer's process id and a digest of its machine's
 # name, so that a later run can tell a dead writer's file from a live one's. Older files have only
 # `.<name>.<random>.tmp<suffix>`.
@@ -48,16 +58,100 @@ TMP_NAME = re.compile(
 STALE_AFTER_S = 3600.0
 
 
-class NotEnoughSpaceError(OSError):
-    """Raised before a write that would not fit: names the folder, the bytes needed and the bytes free."""
+# The errnos that mean "no room": the device is full (ENOSPC), the user's quota is (EDQUOT), or the file
+# outgrew a size limit (EFBIG: the file system's, or the process's RLIMIT_FSIZE). Every writer of the kit
+# treats them alike, through `is_no_room` and `no_room_error`.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+NO_ROOM_ADVICE = "Free some space or point the kit at another folder."
 
-    def __init__(self, folder: str | os.PathLike, need: int, free: int, what: str = "the file"):
-        super().__init__(
-            errno.ENOSPC,
-            f"Not enough free space in {folder} for {what}: needs {human_bytes(need)} ({need} bytes), "
-            f"{human_bytes(free)} ({free} bytes) free. Free some space or point the kit at another folder.",
-        )
+
+def is_no_room(e: BaseException | None) -> bool:
+    """Whether `e` says a write found no room (one of NO_ROOM_ERRNOS)."""
+    return isinstance(e, OSError) and e.errno in NO_ROOM_ERRNOS
+
+
+def no_room_message(
+    folder: str | os.PathLike,
+    what: str = "the file",
+    need: int | None = None,
+    free: int | None = None,
+    doing: str | None = None,
+    advice: str = NO_ROOM_ADVICE,
+) -> str:
+    """The one sentence for a write that does not fit: the folder, what was written, the bytes when known.
+
+    Example:
+        no_room_message("data/tmp", "the 'train' image cache", need=10**9)
+        # "Not enough free space in data/tmp for the 'train' image cache: needs 953.7 MB (1000000000 bytes), ..."
+
+    Args:
+        folder: the folder written into.
+        what: str. What was written ("the weights x.weights.h5").
+        need: int or None. The bytes it needs, when known before the write.
+        free: int or None. The bytes free (default: `file_room`, measured now, when `need` is given).
+        doing: str or None. What failed, when no size is known ("extracting train.zip"); default "writing {what}".
+        advice: str. The last sentence: what the user can do.
+    """
+    if need is None:
+        return f"No space left in {folder} while {doing or 'writing ' + what}. {advice}"
+    if free is None:
+        try:
+            free = file_room(folder)
+        except OSError:
+            free = 0
+    return (
+        f"Not enough free space in {folder} for {what}: needs {human_bytes(need)} ({need} bytes), "
+        f"{human_bytes(free)} ({free} bytes) free. {advice}"
+    )
+
+
+class NotEnoughSpaceError(OSError):
+    """A write that does not fit (ENOSPC): names the folder, what was written and, when known, the bytes.
+
+    Raised before a write that would not fit (`ensure_free_space`), or for one that failed for want of
+    room (`no_room_error`). See `no_room_message` for the arguments.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        need: int | None = None,
+        free: int | None = None,
+        what: str = "the file",
+        doing: str | None = None,
+        advice: str = NO_ROOM_ADVICE,
+    ):
+        super().__init__(errno.ENOSPC, no_room_message(folder, what, need, free, doing, advice))
         self.folder, self.need, self.free = Path(folder), need, free
+        self._args = (folder, need, free, what, doing, advice)
+
+    def __reduce__(self):
+        # OSError pickles as (errno, strerror): rebuild from our own arguments (a worker's error travels).
+        return type(self), self._args, self.__dict__
+
+
+def no_room_error(
+    e: BaseException,
+    folder: str | os.PathLike,
+    what: str = "the file",
+    need: int | None = None,
+    free: int | None = None,
+    doing: str | None = None,
+    advice: str = NO_ROOM_ADVICE,
+) -> BaseException:
+    """`e` as a NotEnoughSpaceError naming `folder` when it means no room (`is_no_room`); `e` itself otherwise.
+
+    Example:
+        except OSError as e:
+            if is_no_room(e):
+                raise no_room_error(e, dest, doing=f"extracting {zip_path.name}") from e
+            raise
+    """
+    if isinstance(e, NotEnoughSpaceError) or not is_no_room(e):
+        return e
+    error = NotEnoughSpaceError(folder, need, free, what, doing, advice)
+    error.__cause__ = e
+    return error
 
 
 def human_bytes(n: float) -> str:
@@ -74,6 +168,16 @@ def free_bytes(folder: str | os.PathLike) -> int:
     while not p.exists() and p != p.parent:
         p = p.parent
     return shutil.disk_usage(p).free
+
+
+def file_room(folder: str | os.PathLike) -> int:
+    """Bytes one file in `folder` may take: the free space, or less under a file-size limit (`ulimit -f`)."""
+    room = free_bytes(folder)
+    if resource is not None:
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            room = min(room, soft)
+    return room
 
 
 def ensure_free_space(folder: str | os.PathLike, need: int, what: str = "the file") -> None:
@@ -194,10 +298,20 @@ def finite_json(obj: Any) -> Any:
         return [finite_json(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:  # numpy scalars
         return finite_json(obj.item())
+    if hasattr(obj, "tolist") and callable(obj.tolist) and getattr(obj, "ndim", 0) > 0:  # numpy arrays
+        return finite_json(obj.tolist())
     return obj
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    """Writes `obj` as strict JSON (NaN and infinities become null) atomically."""
-    text = json.dumps(finite_json(obj), indent=indent, allow_nan=False, default=str)
-    return atomic_write(path, text + "\n")
+def to_json(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """`obj` as strict JSON text: NaN and infinities become null (`finite_json`), never a bare NaN.
+
+    The one JSON encoder of the kit, so that every file it writes is read back by any JSON parser
+    (Python's `json` alone accepts NaN). Objects JSON has no type for (paths, dates) become strings.
+    """
+    return json.dumps(finite_json(obj), indent=indent, sort_keys=sort_keys, allow_nan=False, default=str)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Writes `obj` as strict JSON (`to_json`: NaN and infinities become null) atomically."""
+    return atomic_write(path, to_json(obj, indent=indent, sort_keys=sort_keys) + "\n")

@@ -165,12 +165,6 @@ class RunFolder:
             (r for r in cands if not r.finished and r.checkpoint_dir.is_dir()), key=lambda r: r.name, reverse=True
         )
 
-    @classmethod
-    def newest_unfinished(cls, root: str | os.PathLike) -> RunFolder | None:
-        """The most recent unfinished run with a checkpoint folder."""
-        runs = cls.unfinished(root)
-        return runs[0] if runs else None
-
     def set_latest(self) -> None:
         """Points `runs/LATEST` at this run; refuses a run that did not finish cleanly."""
         if not self.finished:

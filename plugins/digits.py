@@ -13,12 +13,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from kit.io import atomic_write
 from kit.kaggle import Competition, label_by_prefix
 
 # Fixed, so every run writes byte-identical zips with the same test split.
@@ -55,35 +55,20 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for name, data in members:
-                zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
-
-    _atomic_write(path, write)
+    buf = io.BytesIO()  # a few MB: built in memory, then written atomically
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in members:
+            zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
+    atomic_write(path, buf.getvalue())
 
 
 def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
-
-    _atomic_write(path, write)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 def local_source(dest_dir: str | os.PathLike) -> list[Path]:

@@ -166,7 +166,7 @@ def test_bad_selection_arguments():
         it.most_by_correct("wolves", True)
     with pytest.raises(TypeError, match="is_correct must be True or False"):
         it.rand_by_correct("yes")
-    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
         it.most_uncertain(n=-1)
     with pytest.raises(ValueError, match="idxs must index the 10 validation images. Received 10"):
         it.plot_val_with_title([1, 10], "x")

@@ -36,23 +36,69 @@ def test_tensorflow_start_up_lines_are_quieted():
     assert "absl::InitializeLog" not in out.stderr and "cpu_feature_guard" not in out.stderr, out.stderr
 
 
-def test_real_passes_seed_and_size_to_the_recipe(monkeypatch, capsys):
-    import kit.jobs.real as real
+class _FakeRun:
+    details, summary = "details", "summary"
+    lr, val_loss, val_accuracy, seconds, dir = 0.01, 0.5, 0.75, 1.0, "run"
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """`kit.jobs.train.train` replaced by one that keeps the config it was given."""
+    import kit.jobs.train as train_job
+
+    seen = []
+
+    def fake_train(cfg, data_dir, verbose=True, resume=None):
+        seen.append(cfg)
+        return _FakeRun()
+
+    monkeypatch.setattr(train_job, "train", fake_train)
+    return seen
+
+
+def test_real_is_train_with_the_real_recipe(trained, tmp_path, capsys):
+    from kit.cli import main
+    from kit.jobs.config import load_config
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert main(["real", "--folder", str(photos), "--seed", "7", "--size", "256"]) == 0
+    assert trained[-1] == load_config(recipe="real", folder=str(photos), seed=7, size=256)
+    assert capsys.readouterr().out.splitlines() == ["real: details", "real: summary"]  # the last: `make real`'s
+    assert main(["real", "--folder", str(photos), "--quick", "--work-dir", str(tmp_path / "w")]) == 0
+    assert trained[-1] == load_config(recipe="real", quick=True, folder=str(photos), work_dir=str(tmp_path / "w"))
+    assert (
+        main(["train", "--recipe", "real", "--quick", "--folder", str(photos), "--work-dir", str(tmp_path / "w")]) == 0
+    )
+    assert trained[-1] == trained[-2]  # `kit real` is a short name for exactly this
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "train: details",
+        "train: lr 0.01, val_loss 0.5000, accuracy 0.7500 in 1 s -> run",
+    ]
+
+
+def test_real_needs_a_folder(trained, tmp_path, capsys):
     from kit.cli import main
 
-    seen = {}
+    assert main(["real"]) == 1
+    err = capsys.readouterr().err
+    assert "kit real needs --folder PATH: a folder of photos with train/<class>/ and valid/<class>/" in err
+    assert main(["real", "--folder", str(tmp_path / "nowhere")]) == 1
+    assert "No photos folder" in capsys.readouterr().err and not trained
 
-    class Result:
-        details, summary = "details", "real: summary"
 
-    def fake_run_real(folder, **kw):
-        seen.update(kw, folder=folder)
-        return Result()
+def test_train_layers_recipe_config_flags(trained, tmp_path, capsys):
+    from kit.cli import main
 
-    monkeypatch.setattr(real, "run_real", fake_run_real)
-    assert main(["real", "--folder", "photos", "--seed", "7", "--size", "256"]) in (0, None)
-    assert seen == {"folder": "photos", "work_dir": None, "quick": False, "seed": 7, "size": 256}
-    seen.clear()
-    main(["real", "--folder", "photos"])
-    assert seen == {"folder": "photos", "work_dir": None, "quick": False}  # no flag: the recipe's own
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "real: summary"
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"size": 128, "bs": 32, "epochs": 5}')
+    assert main(["train", "--recipe", "real", "--config", str(mine), "--bs", "8", "--seed", "3", "--folder", "x"]) == 0
+    cfg = trained[-1]
+    assert (cfg.arch, cfg.unfreeze_opt) == ("efficientnet_lite0", "adam")  # the recipe
+    assert (cfg.size, cfg.epochs) == (128, 5)  # the config file, over the recipe
+    assert (cfg.bs, cfg.seed, cfg.folder) == (8, 3, "x")  # the flags, over both
+    assert main(["train", "--recipe", "demo"]) == 0 and trained[-1].competition == "digits"  # the recipe's slug
+    assert main(["train", "--recipe", "demo", "-c", "dogs-vs-cats-redux-kernels-edition"]) == 0
+    assert trained[-1].competition == "dogs-vs-cats-redux-kernels-edition"  # an explicit -c wins
+    assert main(["train", "--recipe", "nope"]) == 1
+    assert "Unknown recipe 'nope'. Known recipes: ['demo', 'real']" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def test_digits_declaration():
         (dict(submission_kind="class_index"), "metric='log_loss' needs submission_kind='probability'"),
         (dict(submission_kind="ranks"), "submission_kind must be one of"),
         (dict(metric="auc"), "metric must be one of"),
-        (dict(eps=0.5), r"eps must be in \[0, 0.5\)"),
+        (dict(eps=0.5), r"eps must be a finite number in \[0, 0.5\)"),
         (dict(valid_size=-1), "valid_size must be an integer >= 0"),
         (dict(submission_columns=("id",)), "submission_columns"),
     ],

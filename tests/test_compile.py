@@ -10,6 +10,7 @@ import pytest
 from helpers.images import make_folders
 from helpers.tiny import tiny
 from kit.data import Batches, ImageClassifierData, tfms_from_model, transforms_side_on
+from kit.env import COMPILATION_CACHE_ENV
 from kit.training import compilation_cache
 from kit.training.learner import ConvLearner
 
@@ -96,12 +97,12 @@ def test_partial_batches_predict_and_tta_compile_nothing_new(folder, traces):
 
 def test_compilation_cache_is_opt_in(tmp_path, monkeypatch):
     monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "user"))
-    monkeypatch.delenv(compilation_cache.ENV_VAR, raising=False)
+    monkeypatch.delenv(COMPILATION_CACHE_ENV, raising=False)
     assert compilation_cache.compilation_cache_dir() is None
     assert compilation_cache.compilation_cache_dir(False) is None
-    monkeypatch.setenv(compilation_cache.ENV_VAR, "1")
+    monkeypatch.setenv(COMPILATION_CACHE_ENV, "1")
     assert compilation_cache.compilation_cache_dir() == tmp_path / "user" / compilation_cache.SUBDIR
-    monkeypatch.setenv(compilation_cache.ENV_VAR, str(tmp_path / "xla"))
+    monkeypatch.setenv(COMPILATION_CACHE_ENV, str(tmp_path / "xla"))
     assert compilation_cache.compilation_cache_dir() == tmp_path / "xla"
     assert compilation_cache.compilation_cache_dir(tmp_path / "other") == tmp_path / "other"
     if keras.backend.backend() != "jax":

@@ -168,9 +168,9 @@ def test_bad_layouts(tmp_path, mutate, error, match):
 
 def test_bad_arguments(tmp_path):
     make_folders(tmp_path, n_train=2, n_valid=2)
-    with pytest.raises(ValueError, match="bs must be a positive integer. Received bs=0"):
+    with pytest.raises(ValueError, match="bs must be an integer >= 1. Received bs=0"):
         ImageClassifierData.from_paths(tmp_path, bs=0, progress=False)
-    with pytest.raises(ValueError, match="sz >= 8. Received sz=4"):
+    with pytest.raises(ValueError, match="sz must be an integer >= 8. Received sz=4"):
         tfms_from_model("resnet50", 4)
     with pytest.raises(ValueError, match="max_zoom must be >= 1"):
         tfms_from_model("resnet50", 32, max_zoom=0.5)

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from kit.training.device import Accelerator, accelerator, configure, precision, resolve_mixed_precision
+from kit.training.device import Accelerator, accelerator, precision, resolve_mixed_precision
 
 pytestmark = pytest.mark.backends
 H100 = Accelerator("gpu", "NVIDIA H100 80GB HBM3", (9, 0))
@@ -70,14 +70,6 @@ def test_environment_overrides_auto_only(monkeypatch):
 def test_bad_value_names_the_argument_and_the_choices():
     with pytest.raises(ValueError, match=r"mixed_precision must be one of .*'auto'.*Received mixed_precision='fast'"):
         resolve_mixed_precision("fast", CPU)
-
-
-def test_configure_sets_the_global_policy_for_new_layers():
-    assert configure("bf16") == "mixed_bfloat16"
-    layer = keras.layers.Dense(2)
-    assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
-    assert configure("auto") == "float32"  # this machine has no GPU
-    assert keras.layers.Dense(2).compute_dtype == "float32"
 
 
 def test_precision_holds_inside_the_block_only():

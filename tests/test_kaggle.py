@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import time
@@ -224,21 +225,18 @@ def test_pending_submission_has_no_score(fake_kaggle, competition, tmp_path):
 
 
 def test_not_enough_space_names_the_folder(fake_kaggle, competition, tmp_path, monkeypatch):
-    monkeypatch.setattr(kk.shutil, "disk_usage", lambda path: _Usage(free=100))
-    with pytest.raises(kk.KaggleDiskFullError, match=f"No space left.*{tmp_path}") as caught:
+    monkeypatch.setattr(kk, "free_bytes", lambda path: 100)
+    with pytest.raises(kk.KaggleDiskFullError, match=f"Not enough free space in {tmp_path} for the download") as caught:
         kk.download_competition(SLUG, tmp_path, progress=False)
     assert caught.value.folder == tmp_path
 
 
-class _Usage:
-    def __init__(self, free: int):
-        self.total, self.used, self.free = free, 0, free
-
-
-def test_enospc_from_the_client_becomes_disk_full(tmp_path):
-    full = OSError(errno.ENOSPC, "No space left on device")
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_no_room_from_the_client_becomes_disk_full(tmp_path, code):
+    full = OSError(code, os.strerror(code))
     error = kk._translate(full, "downloading 'train.zip'", folder=tmp_path)
-    assert isinstance(error, kk.KaggleDiskFullError) and str(tmp_path) in str(error)
+    assert isinstance(error, kk.KaggleDiskFullError) and error.folder == tmp_path
+    assert str(error).startswith(f"No space left in {tmp_path} while downloading 'train.zip'. Free some space")
 
 
 @pytest.mark.parametrize("slug", ["", "a/b", "has space", None])

@@ -182,7 +182,7 @@ def test_leftover_folders_without_a_record_are_refused(zips, tmp_path):
     [
         (dict(valid=30), r"valid=30 leaves no training images"),
         (dict(valid=29), r"valid=29 leaves no training images"),
-        (dict(valid=-1), r"valid must be a number of images \(an integer >= 0\). Received valid=-1"),
+        (dict(valid=-1), r"valid must be an integer >= 0. Received valid=-1"),
         (dict(valid=2.5), r"Received valid=2.5"),
         (dict(valid=True), r"Received valid=True"),
         (dict(seed="1"), r"seed must be an integer"),

@@ -62,12 +62,13 @@ def test_precompute_cache_reused_then_invalidated(folder, tmp_path, monkeypatch)
     orig = ConvLearner._features_step
     monkeypatch.setattr(ConvLearner, "_features_step", lambda self, xb: calls.append(len(xb)) or orig(self, xb))
     _learner(folder, seed=1)
-    assert sum(calls) == 16 * 3 + 8 * 3 + 6  # train, valid, test once each
+    # Train, valid and test once each (6, 3 and 1 batches), every batch of one shape: the test's 6 rows padded.
+    assert calls == [8] * (6 + 3 + 1)
     calls.clear()
     _learner(folder, seed=1)  # same body, same files: read from path/tmp
     assert calls == []
     _learner(folder, seed=2)  # other body weights: other activations
-    assert sum(calls) == 16 * 3 + 8 * 3 + 6
+    assert calls == [8] * (6 + 3 + 1)
     # A changed file list invalidates the cache.
     other = make_folders(tmp_path / "more", classes=("cats", "dogs", "frogs"), n_train=16, n_valid=8, n_test=6)
     calls.clear()
@@ -78,7 +79,7 @@ def test_precompute_cache_reused_then_invalidated(folder, tmp_path, monkeypatch)
     calls.clear()
     keras.utils.set_random_seed(1)
     ConvLearner.pretrained(tiny, _data(other), precompute=True, weights=None)
-    assert sum(calls) == 47  # train changed; valid and test reused
+    assert calls == [8] * 6  # train changed (47 files, the last batch padded); valid and test reused
 
 
 def test_frozen_batchnorm_stats_do_not_move(folder):
@@ -153,7 +154,7 @@ def test_lr_find_restores_and_suggests(folder):
 
 def test_bad_arguments(folder):
     learn = _learner(folder)
-    with pytest.raises(ValueError, match="n_cycle must be a positive integer. Received n_cycle=0"):
+    with pytest.raises(ValueError, match="n_cycle must be an integer >= 1. Received n_cycle=0"):
         learn.fit(0.01, 0)
     with pytest.raises(ValueError, match="Learning rates must be non-negative"):
         learn.fit(-0.1, 1)

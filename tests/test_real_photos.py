@@ -73,13 +73,30 @@ def test_make_real_quick(before, tmp_path):
     r = run_real(DOGSCATS, work_dir=tmp_path / "work", quick=True, verbose=False)
     assert (r.n_train, r.n_valid) == (40, 40)
     assert re.fullmatch(
-        r"real: valid accuracy \d\.\d{3} \(head only \d\.\d{3}\), log loss \d+\.\d{3}, 40 train / 40 valid, \d+ s",
+        r"valid accuracy \d\.\d{3} \(head only \d\.\d{3}\), log loss \d+\.\d{3}, 40 train / 40 valid, \d+ s",
         r.summary,
     ), r.summary
-    assert 0 <= r.accuracy <= 1 and np.isfinite(r.log_loss) and r.run.parent == tmp_path / "work" / "runs"
-    assert (tmp_path / "work" / "runs" / "LATEST").read_text().strip() == r.run.name
+    assert re.match(
+        r"head only \d\.\d{3} / \d+\.\d{4}, unfrozen \d\.\d{3} / \d+\.\d{4}, with TTA \d\.\d{3} / \d+\.\d{4} "
+        r"\(clipped as a submission: \d+\.\d{4}\); run ",
+        r.details,
+    ), r.details
+    assert (
+        0 <= r.final["accuracy"] <= 1
+        and np.isfinite(r.final["log_loss"])
+        and r.dir.parent == tmp_path / "work" / "runs"
+    )
+    assert (tmp_path / "work" / "runs" / "LATEST").read_text().strip() == r.dir.name
+    # The recipe's switches reached the run: its saved config is the recipe's quick slice.
+    saved = RunFolder(r.dir).read_config()
+    assert (saved["unfreeze_opt"], saved["train_bn"], saved["stochastic_depth"], saved["max_per_class"]) == (
+        "adam",
+        True,
+        False,
+        20,
+    )
     # The run is an ordinary run: `kit predict` rebuilds its model from config.json and the weights.
     photos = [DOGSCATS / "valid" / "cats" / "cat.501.jpg", DOGSCATS / "valid" / "dogs" / "dog.501.jpg"]
-    p = predict_images(photos, RunFolder(r.run))
+    p = predict_images(photos, RunFolder(r.dir))
     assert p.files == photos and p.classes == ["cats", "dogs"] and np.allclose(p.probs.sum(1), 1, atol=1e-4)
     assert listing(DOGSCATS) == before

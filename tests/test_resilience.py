@@ -77,7 +77,7 @@ FULL_DISK = textwrap.dedent(
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))   # 1 KB: with HDF5 writing the file, a segfault
     for name, write in [("weights", lambda: save_weights(model, out / "good.weights.h5")),
-                        ("checkpoint", lambda: write_checkpoint(out / "ckpt", {"epoch": 1}, _v := [w.numpy() if hasattr(w, "numpy") else keras.ops.convert_to_numpy(w) for w in model.weights], _v))]:
+                        ("checkpoint", lambda: write_checkpoint(out / "ckpt", {"epochs_done": 1, "model": (_v := [keras.ops.convert_to_numpy(w) for w in model.weights]), "optimizer": _v}))]:
         try:
             write()
         except OSError as e:
@@ -98,7 +98,8 @@ def test_full_disk_while_saving_weights_is_an_oserror_and_leaves_nothing(tmp_pat
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr[-2000:])  # not -11 (SIGSEGV) / -7 (SIGBUS) / -25
     assert "weights OSError:" in r.stdout and str(tmp_path) in r.stdout and "good.weights.h5" in r.stdout
     assert "checkpoint OSError:" in r.stdout
-    assert "alive" in r.stdout and "OSError" in r.stderr.splitlines()[-1]
+    # An ordinary OSError exit: the disk-full kind, kit.io.NotEnoughSpaceError, for a write past the size limit.
+    assert "alive" in r.stdout and "NotEnoughSpaceError: [Errno 28]" in r.stderr.splitlines()[-1]
     # No temporary file anywhere, the old file intact, no half checkpoint.
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["good.weights.h5"]
     assert (tmp_path / "good.weights.h5").read_bytes() == b"old weights"
@@ -248,9 +249,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypat
             train_job.train(_cfg(mixed_precision=policy), data_dir, verbose=False, resume=resume)
         b = RunFolder(e.value.run.path)
         assert e.value.epoch == stop_at and e.value.checkpoint.is_file() and not b.finished
-        assert read_checkpoint(b.checkpoint_dir)[0]["history"][-1]["epoch"] == stop_at
+        assert read_checkpoint(b.checkpoint_dir)["history"][-1]["epoch"] == stop_at
         assert RunFolder.latest(root).path == a.dir  # LATEST never names the unfinished run
-        assert RunFolder.newest_unfinished(root).path == b.path
+        assert RunFolder.unfinished(root)[0].path == b.path
 
     monkeypatch.setattr(train_job, "EpochCheckpoint", EpochCheckpoint)
     resumed = train_job.train(_cfg(mixed_precision=policy), data_dir, verbose=False, resume=True)
@@ -263,7 +264,10 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(data_dir, monkeypat
     np.testing.assert_allclose(pb.val_probs, pa.val_probs, rtol=1e-4, atol=1e-5)
     assert json.loads(b.history_file.read_text())["history"] == resumed.history
     # The optimizer's state at the end, the step counter and loss scale of mixed_float16 included.
-    opt_a, opt_b = read_checkpoint(RunFolder(a.dir).checkpoint_dir)[2], read_checkpoint(b.checkpoint_dir)[2]
+    opt_a, opt_b = (
+        read_checkpoint(RunFolder(a.dir).checkpoint_dir)["optimizer"],
+        read_checkpoint(b.checkpoint_dir)["optimizer"],
+    )
     assert len(opt_a) == len(opt_b) > 0
     for va, vb in zip(opt_a, opt_b):
         np.testing.assert_allclose(vb, va, rtol=1e-4, atol=1e-6)

@@ -105,7 +105,7 @@ def test_an_empty_checkpoint_folder_falls_back_to_the_newest_readable_run(tmp_pa
     empty = RunFolder(good.path.parent / (good.name[:-4] + "zzzz"))
     empty.checkpoint_dir.mkdir(parents=True)
     empty.write_config(good.read_config())
-    assert RunFolder.newest_unfinished(folder).path == empty.path
+    assert RunFolder.unfinished(folder)[0].path == empty.path
     capsys.readouterr()
     with pytest.warns(
         UserWarning,

@@ -27,25 +27,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
+from kit import metrics
+from kit.checks import check_int
+
 __all__ = ["Interpretation"]
 
 # Rows of `probs` come from a softmax (or an average of several); a float32 softmax over 1000
 # classes sums to 1 within ~1e-5, so anything further off is not a probability distribution.
 PROB_SUM_ATOL = 1e-3
 # Clipping keeps the loss of a confidently wrong prediction finite (the same eps as scikit-learn).
-LOSS_EPS = float(np.finfo(np.float64).eps)
+LOSS_EPS = metrics.SKLEARN_EPS
 # Images are shrunk before plotting: a tile is ~3 inches wide, and full-size photos would make a
 # report with hundreds of tiles slow and heavy.
 THUMB_MAX_SIDE = 256
 TILE_INCHES = 3.0
-
-
-def _check_count(name: str, n: Any, allow_none: bool = False) -> int | None:
-    if n is None and allow_none:
-        return None
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{name} must be a non-negative integer. Received {name}={n!r}")
-    return int(n)
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -84,9 +79,7 @@ def _grid(n: int, ncols: int | None) -> tuple[int, int]:
     if ncols is None:
         # A single row for the lesson's 4 images; a near-square grid for longer selections.
         ncols = n if n <= 5 else math.ceil(math.sqrt(n))
-    if isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer. Received ncols={ncols!r}")
-    ncols = min(int(ncols), n)
+    ncols = min(check_int("ncols", ncols, min=1), n)
     return math.ceil(n / ncols), ncols
 
 
@@ -170,7 +163,7 @@ class Interpretation:
         self.preds = probs.argmax(axis=1)
         self.is_correct = self.preds == y
         # Cross-entropy of each image: what the model paid for it.
-        self.losses = -np.log(np.clip(probs[np.arange(n), y], LOSS_EPS, 1.0))
+        self.losses = metrics.log_losses(y, probs, eps=LOSS_EPS)
 
     @classmethod
     def from_learner(cls, learn: Any, tta: bool = False) -> Interpretation:
@@ -255,7 +248,7 @@ class Interpretation:
             seed: int or None. Seed for a reproducible draw.
         """
         is_correct = _check_bool("is_correct", is_correct)
-        n = _check_count("n", n)
+        n = check_int("n", n, min=0)
         pool = np.flatnonzero(self.is_correct == is_correct)
         rng = np.random.default_rng(seed)
         return rng.choice(pool, size=min(n, pool.size), replace=False).astype(np.int64)
@@ -274,7 +267,7 @@ class Interpretation:
         """
         cls = self.class_index(y, "y")
         is_correct = _check_bool("is_correct", is_correct)
-        n = _check_count("n", n)
+        n = check_int("n", n, min=0)
         idxs = np.flatnonzero((self.y == cls) & (self.is_correct == is_correct))
         p = self.probs[idxs, cls]
         order = np.argsort(-p if is_correct else p, kind="stable")
@@ -286,32 +279,30 @@ class Interpretation:
         With two classes this is the lesson's `np.argsort(np.abs(probs - 0.5))`, since the margin
         |p1 - p0| equals 2|p1 - 0.5|. Ties keep index order.
         """
-        n = _check_count("n", n)
+        n = check_int("n", n, min=0)
         top2 = np.sort(self.probs, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
         return np.argsort(margin, kind="stable")[:n]
 
     def top_losses(self, n: int | None = None) -> np.ndarray:
         """Indices of the images with the highest cross-entropy loss, highest first (all if n is None)."""
-        n = _check_count("n", n, allow_none=True)
+        n = check_int("n", n, min=0, none_ok=True)
         return np.argsort(-self.losses, kind="stable")[:n]
 
     # -- metrics ---------------------------------------------------------------------------------
 
     def accuracy(self) -> float:
         """Fraction of validation images whose most probable class is the true one."""
-        return float(np.mean(self.is_correct)) if len(self) else float("nan")
+        return metrics.accuracy(self.y, self.preds) if len(self) else float("nan")
 
     def log_loss(self) -> float:
         """Mean cross-entropy of the true class (what the lesson's `val_loss` reports)."""
-        from sklearn.metrics import log_loss
-
         if not len(self):
             return float("nan")
-        # float32 softmax rows sum to 1 only within ~1e-6; scikit-learn warns unless renormalised.
+        # float32 softmax rows sum to 1 only within ~1e-6: renormalised, as scikit-learn's log_loss was fed.
         probs = self.probs.astype(np.float64)
         probs /= probs.sum(axis=1, keepdims=True)
-        return float(log_loss(self.y, probs, labels=list(range(self.n_classes))))
+        return metrics.log_loss(self.y, probs, eps=LOSS_EPS)
 
     def confusion_matrix(self, normalize: bool = False) -> np.ndarray:
         """(c, c) matrix: row = true class, column = predicted; `normalize` divides each row by its total."""

@@ -34,7 +34,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kit.analysis.interpretation import Interpretation
-from kit.io import atomic_write
+from kit.checks import check_int
+from kit.io import atomic_write, atomic_write_json
 
 __all__ = ["write_report", "REPORT_NAME"]
 
@@ -149,12 +150,6 @@ def _config_dict(config: Any) -> dict[str, Any]:
     raise TypeError(f"config must be a dict or a dataclass instance. Received {type(config).__name__}")
 
 
-def _check_count(name: str, n: Any, minimum: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}. Received {name}={n!r}")
-    return int(n)
-
-
 def _classes_to_plot(interp: Interpretation, max_class_plots: int) -> list[int]:
     if interp.n_classes <= max_class_plots:
         return list(range(interp.n_classes))
@@ -202,8 +197,8 @@ def write_report(
     """
     if not isinstance(interp, Interpretation):
         raise TypeError(f"interp must be an Interpretation. Received {type(interp).__name__}")
-    n = _check_count("n", n, 1)
-    max_class_plots = _check_count("max_class_plots", max_class_plots, 0)
+    n = check_int("n", n, min=1)
+    max_class_plots = check_int("max_class_plots", max_class_plots, min=0)
     config_items = _config_dict(config) if config is not None else None
     history_table = _history_rows(history) if history is not None else None
     lr_src = None
@@ -261,19 +256,15 @@ def write_report(
     save(interp.plot_top_losses(max(n, 9)), "top_losses.png", "Top losses")
 
     metrics = interp.metrics()
-    atomic_write(
+    # Strict JSON like every file of a run: a metric that is NaN (a class with no image) is null.
+    atomic_write_json(
         run_dir / "metrics.json",
-        json.dumps(
-            {
-                **metrics,
-                "classes": interp.classes,
-                "per_class": interp.per_class(),
-                "confusion_matrix": interp.confusion_matrix().astype(int).tolist(),
-            },
-            indent=2,
-            default=str,
-            allow_nan=True,
-        ).encode("utf-8"),
+        {
+            **metrics,
+            "classes": interp.classes,
+            "per_class": interp.per_class(),
+            "confusion_matrix": interp.confusion_matrix().astype(int).tolist(),
+        },
     )
 
     def img_src(name: str) -> str:

@@ -22,6 +22,8 @@ import math
 import keras
 from keras import ops
 
+from kit.checks import check_choice, check_number
+
 FLIPS = ("none", "horizontal", "dihedral")
 # Columns of the per-image uniform draw: one draw of (batch, N_PARAMS) feeds every transform.
 N_PARAMS = 9
@@ -141,15 +143,13 @@ class Augment(keras.layers.Layer):
         # The maths stays float32 under a mixed-precision policy: bf16 coordinates are off by pixels.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if flip not in FLIPS:
-            raise ValueError(f"Augment's flip must be one of {FLIPS}. Received flip={flip!r}.")
+        check_choice("flip", flip, FLIPS, prefix="Augment's ")
         if max_zoom < 1:
             raise ValueError(
                 f"Augment's max_zoom must be >= 1 (1.1 = zoom in up to 10%). Received max_zoom={max_zoom!r}."
             )
         for name, value in (("max_rotate", max_rotate), ("brightness", brightness), ("contrast", contrast)):
-            if value < 0:
-                raise ValueError(f"Augment's {name} must be >= 0. Received {name}={value!r}.")
+            check_number(name, value, min=0, prefix="Augment's ")
         self.flip, self.max_rotate, self.max_zoom = flip, float(max_rotate), float(max_zoom)
         self.brightness, self.contrast = float(brightness), float(contrast)
         self.in_training, self.seed = bool(in_training), seed

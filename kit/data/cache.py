@@ -1,10 +1,11 @@
 """Decode once, in parallel, into a resized uint8 cache on disk; reuse it on every epoch and run.
 
-Decoding JPEGs is the input pipeline's bound (see ../shared/GPU.md: 376 img/s per core at 224 px).
+Decoding JPEGs is the input pipeline's bound (about 376 images a second per core at 224 px).
 Doing it once per (file list, size) turns every later epoch into memory-mapped reads, so the model,
 not PIL, sets the pace. The cache is keyed by each file's path, size, mtime, inode and ctime: any
 change rebuilds it, even a same-size copy that kept the old mtime (`cp -p`, rsync, unzip), and the
-caches of the split's earlier file lists are removed then.
+caches of the split's earlier file lists are removed then, with the activations computed from them
+(`kit.training.precompute`, which owns those files).
 
 Writing goes through ordinary file I/O into a file preallocated to its full size (a full disk is an
 `OSError` before any decoding, never a SIGBUS from a memory map of a sparse file); reading is a
@@ -16,7 +17,6 @@ the finished cache. `decode_cached` is the same, waited for.
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import hashlib
 import io
@@ -30,14 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kit._compat import jax_runtime_started, tensorflow_runtime_started
 from kit.data.decode_job import DecodeJob, DecodePool
 from kit.data.images import decode_into, pwrite_all
-from kit.io import NotEnoughSpaceError, atomic_path, ensure_free_space, free_bytes
-
-try:
-    import resource
-except ImportError:  # pragma: no cover - not POSIX
-    resource = None
+from kit.io import NotEnoughSpaceError, atomic_path, ensure_free_space, file_room, is_no_room
+from kit.training.precompute import remove_activations
 
 # Below this many files a process pool costs more than it saves.
 MIN_FILES_FOR_POOL = 64
@@ -46,8 +43,6 @@ MIN_FILES_FOR_POOL = 64
 CHUNK = 64
 MIN_CHUNK = 8
 CHUNKS_PER_WORKER = 8
-# The errors a write gives when the disk, the quota or the process' file-size limit is full.
-NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # Reserving the cache's blocks up front turns a full disk into an OSError before any decoding.
 PREALLOCATE = hasattr(os, "posix_fallocate")
 CACHE_NAME = re.compile(r"^(?P<name>.+)_(?P<sz>\d+)px_(?P<key>[0-9a-f]{16})(?:\.ok)?\.npy$")
@@ -100,12 +95,7 @@ def runtime_started() -> bool:
     Importing either starts nothing; their first computation does. Read from `sys.modules` only,
     so this never imports or starts a framework itself.
     """
-    xla_bridge = sys.modules.get("jax._src.xla_bridge")
-    if xla_bridge is not None and getattr(xla_bridge, "_backends", None):
-        return True
-    tf_context = sys.modules.get("tensorflow.python.eager.context")
-    ctx = getattr(tf_context, "_context", None)
-    return ctx is not None and getattr(ctx, "_context_handle", None) is not None
+    return jax_runtime_started() or tensorflow_runtime_started()
 
 
 def _pool_context() -> mp.context.BaseContext:
@@ -130,16 +120,6 @@ def _npy_header(shape: tuple[int, ...], dtype: type) -> bytes:
     return buf.getvalue()
 
 
-def _room(folder: Path) -> int:
-    """Bytes one file in `folder` may take: the free space, or less under a file-size limit (ulimit -f)."""
-    room = free_bytes(folder)
-    if resource is not None:
-        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if soft != resource.RLIM_INFINITY:
-            room = min(room, soft)
-    return room
-
-
 def _preallocate(path: Path, header: bytes, size: int) -> None:
     """Creates `path` with its .npy header, its blocks reserved up to `size`: no room fails here."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -148,7 +128,7 @@ def _preallocate(path: Path, header: bytes, size: int) -> None:
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as e:
-                if e.errno in NO_ROOM_ERRNOS:
+                if is_no_room(e):
                     raise
                 # A file system without fallocate: the workers' writes extend the file instead.
         pwrite_all(fd, header, 0)
@@ -170,10 +150,9 @@ def _prune(cache_dir: Path, name: str, sz: int, keep: str, before: float) -> Non
                 continue
         except FileNotFoundError:
             continue
-        # Activation caches (act_<arch>_<body>_<split>_<pixels_key>.npy) name the image cache they read.
-        for q in [p, *cache_dir.glob(f"act_*_{m['key']}*.npy")]:
-            with contextlib.suppress(FileNotFoundError):
-                q.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+        remove_activations(cache_dir, m["key"])
 
 
 def _cache_error(e: BaseException, cache_dir: Path, need: int, what: str) -> BaseException:
@@ -183,8 +162,8 @@ def _cache_error(e: BaseException, cache_dir: Path, need: int, what: str) -> Bas
             f"A decoding worker died while writing the image cache in {cache_dir} (out of memory, or "
             f"killed by a signal); nothing was cached. num_workers=1 decodes in this process instead."
         )
-    elif isinstance(e, OSError) and e.errno in NO_ROOM_ERRNOS and not isinstance(e, NotEnoughSpaceError):
-        error = NotEnoughSpaceError(cache_dir, need, _room(cache_dir), what)
+    elif is_no_room(e) and not isinstance(e, NotEnoughSpaceError):
+        error = NotEnoughSpaceError(cache_dir, need, file_room(cache_dir), what)
     else:
         return e
     error.__cause__ = e

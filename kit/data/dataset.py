@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kit.checks import check_int
 from kit.data.cache import default_workers, pixels_key, start_decoding
 from kit.data.decode_job import DecodeJob
 from kit.data.files import check_same_classes, read_class_folders, read_flat_folder
@@ -301,14 +302,10 @@ class ImageClassifierData:
         path = Path(path)
         work = work_dir_for(path, work_dir)
         tmp = Path(tmp_dir) if tmp_dir is not None else work / "tmp"
-        if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
-            raise ValueError(
-                f"max_per_class must be a positive integer or None. Received max_per_class={max_per_class!r}."
-            )
+        check_int("max_per_class", max_per_class, min=1, none_ok=True)
         if tfms is None:
             tfms = (Transforms(224), Transforms(224))
-        if not isinstance(bs, int) or bs < 1:
-            raise ValueError(f"bs must be a positive integer. Received bs={bs!r}.")
+        check_int("bs", bs, min=1)
         workers = default_workers() if num_workers is None else int(num_workers)
         trn_files, trn_y, classes = read_class_folders(path, trn_name)
         val_files, val_y, val_classes = read_class_folders(path, val_name)

@@ -232,18 +232,21 @@ class DecodeJob:
         xs: list[np.ndarray] = []
         ids: list[np.ndarray] = []
         have = 0
-        for start, ok in self.chunks():
-            rows = start + np.flatnonzero(ok)
-            if len(rows) == 0:
-                continue
-            x = self.read(start, len(ok))
-            xs.append(x if len(rows) == len(ok) else x[ok])
-            ids.append(rows)
-            have += len(rows)
-            while have >= bs:
-                x, i = (xs[0], ids[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ids))
-                yield i[:bs], x[:bs]
-                xs, ids, have = [x[bs:]], [i[bs:]], have - bs
+        for chunk_start, chunk_ok in self.chunks():
+            # A cache already on disk lands as one chunk of every row: read it `bs` rows at a time.
+            for offset in range(0, len(chunk_ok), bs):
+                start, ok = chunk_start + offset, chunk_ok[offset : offset + bs]
+                rows = start + np.flatnonzero(ok)
+                if len(rows) == 0:
+                    continue
+                x = self.read(start, len(ok))
+                xs.append(x if len(rows) == len(ok) else x[ok])
+                ids.append(rows)
+                have += len(rows)
+                while have >= bs:
+                    x, i = (xs[0], ids[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ids))
+                    yield i[:bs], x[:bs]
+                    xs, ids, have = [x[bs:]], [i[bs:]], have - bs
         if have:
             yield np.concatenate(ids), np.concatenate(xs)
 

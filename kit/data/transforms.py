@@ -9,11 +9,14 @@ XLA-compiled train step, on every backend, and are active only while training (a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+from kit.checks import check_int
 
-from kit.data.augment import Augment
+if TYPE_CHECKING:
+    from kit.data.augment import Augment
+
+# Keras is imported by `Transforms.augmentation` alone, so the config can read AUG_NAMES without a backend.
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,6 @@ class RandomFlip:
     def augment_args(self) -> dict:
         return {"flip": "horizontal"}
 
-    def layer(self) -> keras.layers.Layer:
-        return Augment(**self.augment_args())
-
 
 @dataclass(frozen=True)
 class RandomDihedral:
@@ -33,9 +33,6 @@ class RandomDihedral:
 
     def augment_args(self) -> dict:
         return {"flip": "dihedral"}
-
-    def layer(self) -> keras.layers.Layer:
-        return Augment(**self.augment_args())
 
 
 @dataclass(frozen=True)
@@ -46,9 +43,6 @@ class RandomRotate:
 
     def augment_args(self) -> dict:
         return {"max_rotate": self.deg}
-
-    def layer(self) -> keras.layers.Layer:
-        return Augment(**self.augment_args())
 
 
 @dataclass(frozen=True)
@@ -61,9 +55,6 @@ class RandomLighting:
     def augment_args(self) -> dict:
         return {"brightness": self.b, "contrast": self.c}
 
-    def layer(self) -> keras.layers.Layer:
-        return Augment(**self.augment_args())
-
 
 @dataclass(frozen=True)
 class RandomZoom:
@@ -74,13 +65,13 @@ class RandomZoom:
     def augment_args(self) -> dict:
         return {"max_zoom": self.max_zoom}
 
-    def layer(self) -> keras.layers.Layer:
-        return Augment(**self.augment_args())
-
 
 transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]
 transforms_side_on = [RandomFlip(), RandomRotate(10), RandomLighting(0.05, 0.05)]
 transforms_top_down = [RandomDihedral(), RandomRotate(10), RandomLighting(0.05, 0.05)]
+# The augmentations a config or the CLI names: photos taken from the side, from above, or none.
+AUGMENTATIONS = {"side_on": transforms_side_on, "top_down": transforms_top_down, "none": []}
+AUG_NAMES = tuple(AUGMENTATIONS)
 
 
 @dataclass(frozen=True)
@@ -99,6 +90,8 @@ class Transforms:
         """
         if not self.aug_tfms:
             return None
+        from kit.data.augment import Augment
+
         args: dict = {}
         for t in self.aug_tfms:
             for key, value in t.augment_args().items():
@@ -126,8 +119,7 @@ def tfms_from_model(
         aug_tfms: list. Training augmentations, e.g. `transforms_side_on`.
         max_zoom: float. Adds a random zoom-in up to this factor (> 1).
     """
-    if not isinstance(sz, int) or isinstance(sz, bool) or sz < 8:
-        raise ValueError(f"tfms_from_model needs an integer size sz >= 8. Received sz={sz!r}.")
+    check_int("sz", sz, min=8, prefix="tfms_from_model's ")
     if max_zoom is not None and max_zoom < 1:
         raise ValueError(f"max_zoom must be >= 1 (1.1 = zoom in up to 10%). Received max_zoom={max_zoom!r}.")
     aug = list(aug_tfms or [])

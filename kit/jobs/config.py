@@ -1,19 +1,25 @@
-"""Training configuration: a dataclass with commented defaults → an optional JSON/TOML file → CLI flags.
+"""Training configuration: a dataclass with commented defaults → a recipe → an optional JSON/TOML file → CLI flags.
 
-The resolved configuration is saved beside every run's outputs (config.json), so each submission
-can be traced to how it was made.
+A recipe is a TOML file of TrainConfig fields shipped inside the package (`kit/recipes/<name>.toml`,
+named by `kit train --recipe NAME`); a recipe or config file may hold a `[quick]` table, the small
+slice that `--quick` lays over it. The resolved configuration is saved beside every run's outputs
+(config.json), so each submission can be traced to how it was made.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
+import sys
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.checks import check_choice, check_int, check_number
+from kit.data.transforms import AUG_NAMES
 from kit.env import physical_memory
 from kit.kaggle.competition import is_slug
 from kit.training.device import PRECISION_NAMES
@@ -23,76 +29,129 @@ from kit.training.device import PRECISION_NAMES
 class TrainConfig:
     competition: str = "dogs-vs-cats-redux-kernels-edition"
     data_dir: str | None = None  # --data-dir wins; None: /kaggle/working/data in a Kaggle notebook, else ./data
-    folder: str | None = (
-        None  # any class-folder tree (train/<class>/, valid/<class>/, test/): used instead of the competition
-    )
-    work_dir: str | None = (
-        None  # caches and runs of `folder`; None: the folder when writable, else the kit's user cache
-    )
+    # Any class-folder tree (train/<class>/, valid/<class>/, test/): used instead of the competition.
+    folder: str | None = None
+    work_dir: str | None = None  # caches and runs of `folder`; None: the folder if writable, else the user cache
     arch: str = "resnet50"  # Keras has no ResNet34, the lesson's arch; 50 is the nearest
     weights: str = "imagenet"  # "imagenet", "none", or a weights file
     size: int = 224  # the lesson's sz: what ImageNet models were trained at
     bs: int = 64  # fits a ResNet50 at 224 px in 8 GB with room to spare
     lr: float | None = None  # None: take lr_find's suggestion
     epochs: int = 3  # head epochs (SGDR cycles if cycle_len) on precomputed activations
-    cycle_len: int | None = 1  # SGDR cycles of 1 epoch; None for a constant rate
+    cycle_len: int | None = 1  # SGDR cycles of 1 epoch; None or 0 (TOML has no null) for a constant rate
     cycle_mult: int = 1
     aug: str = "side_on"  # "side_on" (photos), "top_down" (satellite), "none"
     max_zoom: float = 1.1
     augment_epochs: int = 0  # head epochs on augmented images after the precomputed ones
-    unfreeze_epochs: int = 0  # SGDR cycles with the whole net unfrozen (cycle_mult=2 as in lesson 1)
+    unfreeze_epochs: int = 0  # SGDR cycles with the whole net unfrozen
+    unfreeze_cycle_len: int = 1  # epochs in the unfrozen stage's first cycle; 0 for a constant rate
+    unfreeze_cycle_mult: int = 2  # each unfrozen cycle twice the one before: lesson 1's 1 + 2 + 4
     lr_div: float = 10.0  # differential rates when unfrozen: [lr/div², lr/div, lr]
     unfreeze_lr: float | None = None  # top rate of the unfrozen stage; None: the head's rate (lr or lr_find's)
-    opt: str = "sgd"  # "sgd" (momentum 0.9, the lesson's), "adam" or "adamw", for every stage
+    unfreeze_lrs: list[float] | None = None  # explicit [early body, late body, head] rates; None: from lr_div
+    opt: str = "sgd"  # "sgd" (momentum 0.9, the lesson's), "adam" or "adamw": the head stages' optimizer
+    unfreeze_opt: str | None = None  # the unfrozen stage's optimizer; None: opt's (one optimizer throughout)
+    train_bn: bool = False  # False: the body's BatchNorm statistics stay frozen once unfrozen (lesson 1)
+    stochastic_depth: bool = True  # the body's drop-connect (EfficientNet-Lite's) while it trains unfrozen
     tta: bool = True  # test-time augmentation for the validation and test predictions
     n_aug: int = 4
     sample: bool = False  # train on data/<slug>/sample/ for a quick look
+    max_per_class: int | None = None  # the first n files (by name) of each class of train and valid; None: all
     seed: int = 42
     num_workers: int | None = None  # decoding processes; None: every core
     mixed_precision: str = "auto"  # bf16 on GPUs with bf16 tensor cores, fp16 on T4/V100/P100, float32 on CPUs
-    compilation_cache: bool | str | None = (
-        None  # JAX's persistent compilation cache: True, a folder, or None ($KIT_COMPILATION_CACHE)
-    )
+    # JAX's persistent compilation cache: True, a folder, or None ($KIT_COMPILATION_CACHE decides).
+    compilation_cache: bool | str | None = None
     devices: str | int | list[str] = "auto"  # every accelerator (1 on a CPU); N: the first N; or names. bs stays global
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+QUICK = "quick"  # the table of a recipe or config file that `--quick` lays over the rest of it
+
+
+def _toml(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, before it joined the standard library (a dependency on 3.10 only)
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
 def _read(path: Path) -> dict[str, Any]:
     text = path.read_text()
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError as e:  # Python 3.10
-            raise ValueError(f"TOML config files need Python 3.11+; write {path.with_suffix('.json')} instead.") from e
-
-        return tomllib.loads(text)
-    return json.loads(text)
+    return _toml(text) if path.suffix == ".toml" else json.loads(text)
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the file at `path` (JSON or TOML), then `overrides` whose value is not None.
+def recipe_names() -> list[str]:
+    """The recipes shipped in the package: `kit/recipes/<name>.toml`."""
+    folder = importlib.resources.files("kit").joinpath("recipes")
+    return sorted(f.name[: -len(".toml")] for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
+def recipe_file(name: str) -> Path:
+    """The file of the recipe `name` (`kit train --recipe NAME`).
 
     Raises:
-        ValueError: an unknown key (the valid ones are listed) or a value of the wrong kind.
+        ValueError: no recipe of that name (the known ones are listed).
+    """
+    known = recipe_names()
+    if name not in known:
+        raise ValueError(f"Unknown recipe {name!r}. Known recipes: {known} (the files of kit/recipes/).")
+    return Path(str(importlib.resources.files("kit").joinpath("recipes", f"{name}.toml")))
+
+
+def _layer(path: Path) -> dict[str, Any]:
+    """The fields of one config file (its `[quick]` table kept apart, under QUICK)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file not found: {path}.")
+    try:
+        read = _read(path)
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"Cannot parse config file {path}: {e}") from e
+    if not isinstance(read, dict):
+        raise ValueError(
+            f'Config file {path} must hold an object of TrainConfig fields, e.g. {{"bs": 32, "tta": false}}; '
+            f"it holds a {type(read).__name__}."
+        )
+    if QUICK in read and not isinstance(read[QUICK], dict):
+        raise ValueError(
+            f"Config file {path}: {QUICK!r} must be a table of TrainConfig fields (the slice --quick runs). "
+            f"Received {QUICK}={read[QUICK]!r}."
+        )
+    return read
+
+
+def load_config(
+    path: str | Path | None = None, *, recipe: str | None = None, quick: bool = False, **overrides: Any
+) -> TrainConfig:
+    """Defaults, then the recipe `recipe`, then the file at `path` (JSON or TOML), then `overrides`
+    whose value is not None. With `quick`, each file's `[quick]` table is laid over that file.
+
+    Example:
+        load_config(recipe="real", folder="photos", seed=0)   # what `kit real --folder photos --seed 0` runs
+        load_config("my.toml", recipe="real", quick=True)     # the recipe, my changes, then both quick tables
+
+    Raises:
+        ValueError: an unknown recipe or key (the valid ones are listed), a value of the wrong kind, or
+            `quick` when no file has a `[quick]` table.
     """
     names = {f.name: f for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file not found: {path}.")
-        try:
-            read = _read(path)
-        except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"Cannot parse config file {path}: {e}") from e
-        if not isinstance(read, dict):
-            raise ValueError(
-                f'Config file {path} must hold an object of TrainConfig fields, e.g. {{"bs": 32, "tta": false}}; '
-                f"it holds a {type(read).__name__}."
-            )
-        values.update(read)
+    files = ([recipe_file(recipe)] if recipe is not None else []) + ([Path(path)] if path is not None else [])
+    has_quick = False
+    for f in files:
+        layer = _layer(f)
+        values.update({k: v for k, v in layer.items() if k != QUICK})
+        if quick and QUICK in layer:
+            values.update(layer[QUICK])
+            has_quick = True
+    if quick and not has_quick:
+        raise ValueError(
+            f"quick needs a [{QUICK}] table in the recipe or the config file; "
+            f"{'none of ' + ', '.join(map(str, files)) + ' has one' if files else 'no recipe or config file was given'}."
+        )
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(names))
     if unknown:
@@ -149,36 +208,44 @@ def _check_types(values: dict[str, Any]) -> None:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    def positive_int(name: str, allow_zero: bool = False) -> None:
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
-            raise ValueError(f"Config {name} must be an integer >= {0 if allow_zero else 1}. Received {name}={v!r}.")
-
-    for n in ("size", "bs", "epochs", "cycle_mult", "seed"):
-        positive_int(n, allow_zero=n == "seed")
+    c = "Config "  # every message starts so: the reader knows it is a TrainConfig field
+    for n in ("size", "bs", "epochs", "cycle_mult", "unfreeze_cycle_mult"):
+        check_int(n, getattr(cfg, n), min=1, prefix=c)
+    for n in ("seed", "augment_epochs", "unfreeze_epochs", "unfreeze_cycle_len", "n_aug"):
+        check_int(n, getattr(cfg, n), min=0, prefix=c)
+    check_int("cycle_len", cfg.cycle_len, min=0, none_ok=True, prefix=c)
+    check_int("max_per_class", cfg.max_per_class, min=1, none_ok=True, prefix=c)
     memory = physical_memory()
     batch = cfg.bs * cfg.size**2 * 3 * 4  # one batch of float32 pixels, the least a step holds
     if memory and batch > memory // 2:
         raise ValueError(
             f"Config bs={cfg.bs} at size={cfg.size} cannot fit in memory: one batch of float32 pixels alone is "
-            f"{batch / 2**30:,.1f} GiB, and this machine has {memory / 2**30:,.1f} GiB. Use a smaller bs (64 is the default)."
+            f"{batch / 2**30:,.1f} GiB, and this machine has {memory / 2**30:,.1f} GiB. "
+            "Use a smaller bs (64 is the default)."
         )
-    for n in ("augment_epochs", "unfreeze_epochs", "n_aug"):
-        positive_int(n, allow_zero=True)
-    if cfg.cycle_len is not None:
-        positive_int("cycle_len")
-    if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
-        raise ValueError(f"Config lr must be a positive number or None (lr_find). Received lr={cfg.lr!r}.")
-    if cfg.unfreeze_lr is not None and not (
-        isinstance(cfg.unfreeze_lr, (int, float)) and not isinstance(cfg.unfreeze_lr, bool) and cfg.unfreeze_lr > 0
-    ):
-        raise ValueError(
-            f"Config unfreeze_lr must be a positive number or None (the head's rate). Received unfreeze_lr={cfg.unfreeze_lr!r}."
-        )
-    if cfg.opt not in ("sgd", "adam", "adamw"):
-        raise ValueError(f"Config opt must be 'sgd', 'adam' or 'adamw'. Received opt={cfg.opt!r}.")
-    if cfg.aug not in ("side_on", "top_down", "none"):
-        raise ValueError(f"Config aug must be 'side_on', 'top_down' or 'none'. Received aug={cfg.aug!r}.")
+    check_number("lr", cfg.lr, min=0, min_open=True, none_ok=True, prefix=c)
+    check_number("unfreeze_lr", cfg.unfreeze_lr, min=0, min_open=True, none_ok=True, prefix=c)
+    if cfg.unfreeze_lrs is not None:
+        lrs = cfg.unfreeze_lrs
+        for i, v in enumerate(lrs):
+            check_number(f"unfreeze_lrs[{i}]", v, min=0, prefix=c)
+        if len(lrs) != 3 or not any(v > 0 for v in lrs):
+            raise ValueError(
+                "Config unfreeze_lrs must be 3 rates [early body, late body, head], >= 0 and not all 0. "
+                f"Received unfreeze_lrs={lrs!r}."
+            )
+        if cfg.unfreeze_lr is not None:
+            raise ValueError(
+                "Config unfreeze_lr and unfreeze_lrs both set the unfrozen rates: give one of them. "
+                f"Received unfreeze_lr={cfg.unfreeze_lr!r}, unfreeze_lrs={lrs!r}."
+            )
+    # Here, not at the top: the optimizers module loads Keras, and reading a config must not.
+    from kit.training.optimizers import OPTIMIZER_NAMES
+
+    check_choice("opt", cfg.opt, OPTIMIZER_NAMES, prefix=c)
+    if cfg.unfreeze_opt is not None:
+        check_choice("unfreeze_opt", cfg.unfreeze_opt, OPTIMIZER_NAMES, prefix=c)
+    check_choice("aug", cfg.aug, AUG_NAMES, prefix=c)
     d = cfg.devices
     if not (
         (isinstance(d, str) and (d == "auto" or d.isdigit() and int(d) >= 1))
@@ -198,8 +265,7 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(
             f"Config compilation_cache must be true, false, a folder or null. Received compilation_cache={cc!r}."
         )
-    if cfg.lr_div <= 1:
-        raise ValueError(f"Config lr_div must be > 1. Received lr_div={cfg.lr_div!r}.")
+    check_number("lr_div", cfg.lr_div, min=1, min_open=True, prefix=c)
     if not is_slug(cfg.competition):
         # The slug names a folder under the data directory: "../x" must never get that far.
         raise ValueError(

@@ -1,8 +1,9 @@
 """`kit demo`: the whole Kaggle round trip offline, on real handwritten digits and real ImageNet weights.
 
-download (the digits plugin writes Kaggle-style zips) → layout → train (efficientnet_lite0: precompute,
-lr_find, fit, a short unfrozen stage) → analyze (report.html) → submit --dry-run, scored locally
-against the held-out answers, beside a scikit-learn SVC on the raw pixels of the same split.
+download (the digits plugin writes Kaggle-style zips) → layout → train (the recipe `kit/recipes/demo.toml`:
+efficientnet_lite0, precompute, lr_find, fit, a short unfrozen stage) → analyze (report.html) → submit
+--dry-run, scored locally against the held-out answers, beside a scikit-learn SVC on the raw pixels of
+the same split.
 """
 
 from __future__ import annotations
@@ -13,30 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from kit import metrics
 from kit.jobs.config import load_config
 from kit.jobs.pipeline import ZIPS, analyze, data_dir_or_default, download, submit
 from kit.jobs.train import train
 
 SLUG = "digits"
-# The digits are 8×8 at heart: 32 px holds all they have, and an unfrozen epoch costs a quarter of 64 px.
-# SGD fine-tuning of the whole body swings wildly here (val accuracy 50-90% after a restart); Adam at a
-# fixed top rate of 1e-3 ([1.1e-4, 3.3e-4, 1e-3]) converges, and 1+2+4+8 unfrozen epochs reach ~98%.
-DEMO_CONFIG = dict(
-    competition=SLUG,
-    arch="efficientnet_lite0",
-    weights="imagenet",
-    size=32,
-    bs=32,
-    epochs=3,
-    cycle_len=1,
-    aug="none",
-    opt="adam",
-    unfreeze_epochs=4,
-    unfreeze_lr=1e-3,
-    lr_div=3.0,
-    tta=False,
-)
-QUICK_CONFIG = dict(DEMO_CONFIG, epochs=1, unfreeze_epochs=1, sample=True)  # a small slice, for the smoke test
+RECIPE = "demo"  # kit/recipes/demo.toml: every number of the demo's training, and why; [quick] is the smoke test
 
 
 @dataclass
@@ -73,17 +57,18 @@ def svc_baseline(root: Path, answers: dict[str, str], test_id) -> float:
     test = sorted((root / "test").glob("*.png"))
     pred = SVC(gamma="scale").fit(_pixels(train), y).predict(_pixels(test))
     truth = [answers[test_id(p.name)] for p in test]
-    return float(np.mean(np.asarray(pred) == np.asarray(truth)))
+    return metrics.accuracy(truth, pred)
 
 
-def run_demo(data_dir: str | Path | None = None, quick: bool = False) -> DemoResult:
+def run_demo(data_dir: str | Path | None = None, quick: bool = False, **overrides) -> DemoResult:
+    """The demo's round trip; `overrides` are TrainConfig fields over the recipe (`run_demo(seed=0)`)."""
     from kit.kaggle.competition import get_competition
 
     t0 = time.perf_counter()
     data = data_dir_or_default(data_dir)
     comp = get_competition(SLUG)
     dl = download(SLUG, data)
-    cfg = load_config(None, **(QUICK_CONFIG if quick else DEMO_CONFIG))
+    cfg = load_config(recipe=RECIPE, quick=quick, **overrides, competition=SLUG)  # the competition downloaded above
     train(cfg, data)
     report = analyze(SLUG, data)
     sub = submit(SLUG, data, dry_run=True, out_dir=Path("submissions"))

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data import ImageClassifierData, tfms_from_model, transforms_side_on, transforms_top_down
+from kit import metrics
+from kit.data import ImageClassifierData, tfms_from_model
 from kit.data.files import read_class_folders
+from kit.data.transforms import AUGMENTATIONS
 from kit.env import work_dir_for
 from kit.jobs.config import TrainConfig, config_from_dict
+from kit.kaggle.competition import DEFAULT_EPS as SUBMISSION_EPS  # how a log-loss submission is clipped
 from kit.run import Predictions, RunFolder
 from kit.training.callbacks.checkpoint import (
     CheckpointError,
     EpochCheckpoint,
-    assign_values,
     checkpoint_file,
     read_checkpoint,
     read_checkpoint_state,
@@ -32,10 +34,14 @@ from kit.training.callbacks.checkpoint import (
 from kit.training.distribute import check_batch_size, list_devices, resolve_devices
 from kit.training.learner import ConvLearner
 from kit.training.schedules import sgdr_total_epochs
+from kit.training.seeding import seed_everything
 
-AUGMENTATIONS = {"side_on": transforms_side_on, "top_down": transforms_top_down, "none": None}
 # lr_find's first rate (the learner's default), and how often to retry 100x lower when it diverges at once.
 LR_FIND_START, LR_FIND_TRIES = 1e-5, 2
+
+
+# How each stage is named in a run's figures.
+STAGE_LABELS = {"head": "head only", "augment": "augmented", "unfreeze": "unfrozen"}
 
 
 @dataclass
@@ -46,9 +52,32 @@ class Run:
     config: TrainConfig
     history: list[dict]
     lr: float
-    val_accuracy: float
+    val_accuracy: float  # the last epoch's (before TTA)
     val_loss: float
     seconds: float
+    stages: dict[str, dict[str, float]]  # stage name → accuracy and log loss at its end (`stage_figures`)
+    final: dict[str, float | bool]  # the saved validation predictions' figures (`final_figures`)
+    n_train: int
+    n_valid: int
+
+    @property
+    def details(self) -> str:
+        """Each stage's accuracy / log loss, then the saved predictions' (with TTA when configured)."""
+        parts = [f"{STAGE_LABELS.get(k, k)} {v['accuracy']:.3f} / {v['log_loss']:.4f}" for k, v in self.stages.items()]
+        f = self.final
+        if f["tta"]:
+            parts.append(f"with TTA {f['accuracy']:.3f} / {f['log_loss']:.4f}")
+        return f"{', '.join(parts)} (clipped as a submission: {f['clipped_log_loss']:.4f}); run {self.dir}"
+
+    @property
+    def summary(self) -> str:
+        """The result in one line: the saved predictions' accuracy and log loss, beside the head's."""
+        head = self.stages.get("head")
+        beside = f" (head only {head['accuracy']:.3f})" if head else ""
+        return (
+            f"valid accuracy {self.final['accuracy']:.3f}{beside}, log loss {self.final['log_loss']:.3f}, "
+            f"{self.n_train} train / {self.n_valid} valid, {self.seconds:.0f} s"
+        )
 
 
 def competition_root(cfg: TrainConfig, data_dir: Path) -> Path:
@@ -75,7 +104,14 @@ def load_data(cfg: TrainConfig, root: Path, progress: bool = True) -> ImageClass
     # sample/ has no test folder of its own: a quick run still predicts the real test set.
     test_name = "test" if (path / "test").is_dir() else "../test" if (root / "test").is_dir() else None
     return ImageClassifierData.from_paths(
-        path, tfms=tfms, bs=cfg.bs, test_name=test_name, num_workers=cfg.num_workers, progress=progress, work_dir=work
+        path,
+        tfms=tfms,
+        bs=cfg.bs,
+        test_name=test_name,
+        num_workers=cfg.num_workers,
+        progress=progress,
+        work_dir=work,
+        max_per_class=cfg.max_per_class,
     )
 
 
@@ -108,19 +144,25 @@ def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> float:
 
 @dataclass
 class Stage:
-    """One `learn.fit` of the lesson's flow, and the switch made before it."""
+    """One `learn.fit` of the lesson's flow, and the switches made before it."""
 
     name: str  # "head" (on activations), "augment" (head on augmented images) or "unfreeze"
     lrs: float | np.ndarray
     n_cycle: int
     cycle_len: int | None
     cycle_mult: int = 1
+    opt: str = "sgd"  # the optimizer this stage trains with (a new one: no state carries over from the last)
+    train_bn: bool = False  # "unfreeze": train the body's BatchNorm statistics too
+    stochastic_depth: bool = True  # "unfreeze": keep the body's drop-connect on while it trains
 
     def prepare(self, learn: ConvLearner) -> None:
+        learn.opt = self.opt  # read by the next fit's compile
         if self.name == "augment":
             learn.precompute = False
         elif self.name == "unfreeze":
-            learn.unfreeze()
+            learn.unfreeze(train_bn=self.train_bn)
+            if not self.stochastic_depth:
+                _no_stochastic_depth(learn)
 
     @property
     def epochs(self) -> int:
@@ -129,14 +171,51 @@ class Stage:
         )
 
 
+def _no_stochastic_depth(learn: ConvLearner) -> None:
+    """Turns EfficientNet-Lite's drop-connect off in the body (other archs have none)."""
+    from kit.models.efficientnet_lite import DropPath
+
+    for layer in learn.backbone.layers:
+        if isinstance(layer, DropPath):
+            layer.rate = 0.0  # read when the train step is traced, which unfreezing does anew
+
+
 def stages(cfg: TrainConfig, lr: float) -> list[Stage]:
     """The lesson's stages: head on activations, head on augmented images, then all layers."""
-    out = [Stage("head", lr, cfg.epochs, cfg.cycle_len, cfg.cycle_mult)]
+    out = [Stage("head", lr, cfg.epochs, cfg.cycle_len or None, cfg.cycle_mult, opt=cfg.opt)]
     if cfg.augment_epochs:
-        out.append(Stage("augment", lr, cfg.augment_epochs, 1))
+        out.append(Stage("augment", lr, cfg.augment_epochs, 1, opt=cfg.opt))
     if cfg.unfreeze_epochs:
-        top = lr if cfg.unfreeze_lr is None else float(cfg.unfreeze_lr)
-        out.append(Stage("unfreeze", np.array([top / cfg.lr_div**2, top / cfg.lr_div, top]), cfg.unfreeze_epochs, 1, 2))
+        if cfg.unfreeze_lrs is not None:
+            lrs = np.array(cfg.unfreeze_lrs, dtype=np.float64)
+        else:
+            top = lr if cfg.unfreeze_lr is None else float(cfg.unfreeze_lr)
+            lrs = np.array([top / cfg.lr_div**2, top / cfg.lr_div, top])
+        out.append(
+            Stage(
+                "unfreeze",
+                lrs,
+                cfg.unfreeze_epochs,
+                cfg.unfreeze_cycle_len or None,  # 0: a constant rate
+                cfg.unfreeze_cycle_mult,
+                opt=cfg.unfreeze_opt or cfg.opt,
+                train_bn=cfg.train_bn,
+                stochastic_depth=cfg.stochastic_depth,
+            )
+        )
+    return out
+
+
+def stage_figures(history: list[dict], done: list[Stage]) -> dict[str, dict[str, float]]:
+    """Each stage's validation accuracy and log loss at its last epoch (before any TTA), from the
+    learner's history: a resumed run reads the figures of the stages it skipped from its checkpoint's."""
+    rows = {r["epoch"]: r for r in history}
+    out, end = {}, 0
+    for stage in done:
+        end += stage.epochs
+        row = rows.get(end - 1)
+        if row is not None:
+            out[stage.name] = {"accuracy": row["accuracy"], "log_loss": row["val_loss"]}
     return out
 
 
@@ -150,39 +229,21 @@ def fit_stages(
 ) -> list[float]:
     """Runs `stages(cfg, lr)`, with a checkpoint after every epoch into `checkpoint_dir`.
 
-    `resume` (`read_checkpoint`'s state, model values and optimizer values) skips what was done and
-    continues the interrupted stage from its next epoch, with the weights, optimizer state, seeds,
-    schedule position and shuffling of the uninterrupted run.
+    `resume` (what `read_checkpoint` read: the learner's state, the stage under "facts") skips the
+    stages before the checkpoint's and loads the state into the learner as that stage begins: its
+    fit continues from the next epoch (or returns at once if the checkpoint closed it), with the
+    weights, optimizer state, seeds, schedule position and shuffling of the uninterrupted run.
     """
     result: list[float] = []
+    resume_stage = None if resume is None else int(resume["facts"]["stage"])
     for i, stage in enumerate(stages(cfg, lr)):
-        stage.prepare(learn)
-        start, restore = 0, None
-        if resume is not None and i <= resume["state"]["stage"]:
-            if i < resume["state"]["stage"]:
-                continue
-            state = resume["state"]
-            assign_values(learn.model.variables, resume["model"], "model variables")
-            learn.history, learn._epochs_done = list(state["history"]), int(state["epochs_done"])
-            start = int(state["epoch"])
-            if start >= stage.epochs:  # the checkpoint closed this stage: the next starts afresh
-                learn._epochs_done += stage.epochs
-                last = learn.history[-1]
-                result = [last["val_loss"], last["accuracy"]]
-                continue
-            restore = (resume["model"], resume["opt"], state.get("rng", {}))
-        cbs = []
-        if checkpoint_dir is not None:
-            cbs.append(
-                EpochCheckpoint(
-                    checkpoint_dir,
-                    variables_of=learn.model,
-                    start_epoch=learn._epochs_done,
-                    history=learn.history,
-                    state={"stage": i, "stage_name": stage.name, "lr": lr, "epochs_done": learn._epochs_done},
-                    restore=restore,
-                )
-            )
+        stage.prepare(learn)  # every stage's switch, a skipped one's too: the learner ends configured as then
+        if resume_stage is not None and i < resume_stage:
+            continue
+        if i == resume_stage:
+            learn.load_state_dict(resume)
+        facts = {"stage": i, "stage_name": stage.name, "lr": lr}
+        cbs = [] if checkpoint_dir is None else [EpochCheckpoint(checkpoint_dir, learn, facts=facts)]
         result = learn.fit(
             stage.lrs,
             stage.n_cycle,
@@ -190,20 +251,20 @@ def fit_stages(
             cycle_mult=stage.cycle_mult,
             verbose=verbose,
             callbacks=cbs,
-            initial_epoch=start,
         )
     return result
 
 
 def predictions(learn: ConvLearner, cfg: TrainConfig, is_test: bool) -> np.ndarray:
-    """Probabilities (N, c): averaged over TTA passes when configured."""
+    """Probabilities (N, c): averaged over the plain pass and `n_aug` augmented ones when TTA is configured."""
     if cfg.tta and cfg.n_aug > 0:
         log_preds, _ = learn.TTA(n_aug=cfg.n_aug, is_test=is_test)
         return np.mean(np.exp(log_preds), axis=0)
     return np.exp(learn.predict(is_test=is_test))
 
 
-def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Path:
+def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Predictions:
+    """The validation (and test) predictions, written into the run; returned for the run's figures."""
     data = learn.data
     preds = Predictions(
         list(data.classes), [str(f) for f in data.val_files], data.val_y, predictions(learn, cfg, is_test=False)
@@ -211,7 +272,19 @@ def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Pa
     if data.test_ds is not None:
         preds.test_files = [str(f) for f in data.test_files]
         preds.test_probs = predictions(learn, cfg, is_test=True)
-    return run.write_predictions(preds)
+    run.write_predictions(preds)
+    return preds
+
+
+def final_figures(y: np.ndarray, probs: np.ndarray, tta: bool) -> dict[str, float | bool]:
+    """The saved validation predictions' accuracy and log loss, and the log loss once clipped to
+    [eps, 1 - eps] as a log-loss submission is (`kit submit`'s default eps)."""
+    return {
+        "accuracy": metrics.accuracy(y, probs),
+        "log_loss": metrics.log_loss(y, probs),
+        "clipped_log_loss": metrics.log_loss(y, np.clip(probs, SUBMISSION_EPS, 1 - SUBMISSION_EPS)),
+        "tta": tta,
+    }
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -229,7 +302,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]:
-    """The run `kit train --resume [RUN]` continues, and its checkpoint (state, model and optimizer values).
+    """The run `kit train --resume [RUN]` continues, and its checkpoint (`read_checkpoint`'s: the learner's
+    state, the job's facts under "facts").
 
     The run named, else the newest unfinished run whose checkpoint can be read: a run whose first
     checkpoint write was interrupted (an empty `checkpoint/`) or whose checkpoint is damaged is
@@ -255,7 +329,7 @@ def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]
     skipped: list[str] = []
     for run in runs:
         try:
-            state, model_values, opt_values = read_checkpoint(run.checkpoint_dir)
+            checkpoint = read_checkpoint(run.checkpoint_dir)
         except CheckpointError as e:
             if resume is not True:
                 raise
@@ -266,7 +340,7 @@ def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]
                 f"Resuming {run.name}, the newest run whose checkpoint can be read; skipped: " + " ".join(skipped),
                 stacklevel=2,
             )
-        return run, {"state": state, "model": model_values, "opt": opt_values}
+        return run, checkpoint
     raise CheckpointError(
         f"No unfinished run under {RunFolder.runs_dir(root)} has a readable checkpoint: " + " ".join(skipped)
     )
@@ -327,8 +401,6 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
         TrainingInterrupted: Ctrl-C; it names the checkpoint to resume from.
         ValueError: an argument that cannot work (checked before any image is decoded), or a resume on other data.
     """
-    import keras
-
     t0 = time.perf_counter()
     run, ckpt, saved_data = None, None, None
     if resume:
@@ -340,7 +412,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
             cfg.folder, cfg.work_dir = given.folder, given.work_dir or cfg.work_dir
         saved_data = saved.get("data")
     preflight(cfg)
-    keras.utils.set_random_seed(cfg.seed)
+    seed_everything(cfg.seed)  # every seed, and the backend's deterministic ops (kit.training.seeding)
     root = competition_root(cfg, data_dir)
     fingerprint = data_fingerprint(root / "sample" if cfg.sample else root)
     if run is not None:
@@ -372,7 +444,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
         }
     )
     try:
-        lr = float(ckpt["state"]["lr"]) if ckpt else pick_lr(learn, cfg, run)
+        lr = float(ckpt["facts"]["lr"]) if ckpt else pick_lr(learn, cfg, run)
         val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose, checkpoint_dir=run.checkpoint_dir, resume=ckpt)
     except KeyboardInterrupt as e:
         try:
@@ -381,8 +453,31 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
             epoch = None
         raise TrainingInterrupted(run, epoch) from e
     learn.save(run.weights_file)
-    save_predictions(learn, cfg, run)
-    run.write_history({"lr": lr, "history": learn.history, "val_loss": val_loss, "val_accuracy": acc})
+    preds = save_predictions(learn, cfg, run)
+    figures = stage_figures(learn.history, stages(cfg, lr))
+    final = final_figures(preds.val_y, preds.val_probs, tta=cfg.tta and cfg.n_aug > 0)
+    run.write_history(
+        {
+            "lr": lr,
+            "history": learn.history,
+            "val_loss": val_loss,
+            "val_accuracy": acc,
+            "stages": figures,
+            "final": final,
+        }
+    )
     run.mark_finished()
     run.set_latest()
-    return Run(run.path, cfg, learn.history, lr, acc, val_loss, time.perf_counter() - t0)
+    return Run(
+        run.path,
+        cfg,
+        learn.history,
+        lr,
+        acc,
+        val_loss,
+        time.perf_counter() - t0,
+        figures,
+        final,
+        len(data.trn_ds),
+        len(data.val_ds),
+    )

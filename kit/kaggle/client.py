@@ -21,12 +21,10 @@ print(submission_status("dogs-vs-cats-redux-kernels-edition", info.ref))
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
 import re
-import shutil
 import stat
 import sys
 import warnings
@@ -38,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kit.io import free_bytes, is_no_room, no_room_message
 from kit.kaggle.competition import KAGGLE_URL, is_slug
 
 SETTINGS_URL = "https://www.kaggle.com/settings/api"
@@ -45,6 +44,7 @@ COMPETITION_URL = KAGGLE_URL
 RULES_URL = KAGGLE_URL + "/rules"
 # The official client's resume marker beside a partial download (kaggle 2.x).
 PARTIAL_SUFFIX = ".kaggle-partial"
+DISK_FULL_ADVICE = "Free some space or choose another data folder."
 # How many pages of the file listing to follow before assuming the server loops.
 _MAX_PAGES = 10_000
 
@@ -88,7 +88,7 @@ class KaggleCorruptFileError(KaggleError):
 
 
 class KaggleDiskFullError(KaggleError):
-    """The download folder has no space left."""
+    """The download folder has no space left (`kit.io`'s rule and sentence: `is_no_room`, `no_room_message`)."""
 
     def __init__(self, message: str, folder: Path):
         super().__init__(message)
@@ -440,13 +440,9 @@ def _check_space(dest: Path, sizes: dict[str, int]) -> None:
     for name, size in sizes.items():
         local = _local_path(dest, name)
         needed += max(size - (local.stat().st_size if local.is_file() else 0), 0)
-    free = shutil.disk_usage(dest).free
+    free = free_bytes(dest)
     if needed > free:
-        raise KaggleDiskFullError(
-            f"No space left for the download in {dest}: it needs about {needed / 2**20:,.1f} MiB "
-            f"more and {free / 2**20:,.1f} MiB are free. Free some space or choose another data folder.",
-            dest,
-        )
+        raise KaggleDiskFullError(no_room_message(dest, "the download", needed, free, advice=DISK_FULL_ADVICE), dest)
 
 
 def _fetch(api: Any, slug: str, name: str, dest: Path, progress: bool, force: bool) -> Path:
@@ -519,13 +515,10 @@ def _translate(err: Exception, doing: str, slug: str | None = None, folder: Path
             f"Could not reach Kaggle while {doing}: {_redact(str(err))}. Check the network connection "
             "and any proxy settings, then run again (a partial download resumes)."
         )
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+    if is_no_room(err):
         where = folder if folder is not None else Path(err.filename or ".")
-        return KaggleDiskFullError(
-            f"No space left on the device while {doing} into {where}. Free some space or choose "
-            "another data folder, then run again (a partial download resumes).",
-            where,
-        )
+        advice = DISK_FULL_ADVICE[:-1] + ", then run again (a partial download resumes)."
+        return KaggleDiskFullError(no_room_message(where, doing=doing, advice=advice), where)
     if isinstance(err, ValueError):
         # The client raises ValueError for a size mismatch or a file name leading outside the folder.
         return KaggleError(f"Kaggle's download failed while {doing}: {_redact(str(err))}")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.checks import check_choice, check_int, check_number
 from kit.data.images import is_image_name  # noqa: F401 - the one list of image extensions
 
 # The submission kinds a plugin may declare:
@@ -163,12 +164,8 @@ class Competition:
                 f"{where}: submission_columns must be (id column, label column). "
                 f"Received submission_columns={self.submission_columns!r}"
             )
-        if self.submission_kind not in SUBMISSION_KINDS:
-            raise ValueError(
-                f"{where}: submission_kind must be one of {SUBMISSION_KINDS}. Received submission_kind={self.submission_kind!r}"
-            )
-        if self.metric not in METRICS:
-            raise ValueError(f"{where}: metric must be one of {METRICS}. Received metric={self.metric!r}")
+        check_choice("submission_kind", self.submission_kind, SUBMISSION_KINDS, prefix=f"{where}: ")
+        check_choice("metric", self.metric, METRICS, prefix=f"{where}: ")
         if self.submission_kind == "probability":
             if len(self.classes) != 2 or self.positive_class not in self.classes:
                 raise ValueError(
@@ -180,10 +177,8 @@ class Competition:
                 f"{where}: metric='log_loss' needs submission_kind='probability' (a hard class has no loss). "
                 f"Received submission_kind={self.submission_kind!r}"
             )
-        if not (isinstance(self.eps, (int, float)) and 0 <= self.eps < 0.5):
-            raise ValueError(f"{where}: eps must be in [0, 0.5). Received eps={self.eps!r}")
-        if isinstance(self.valid_size, bool) or not isinstance(self.valid_size, int) or self.valid_size < 0:
-            raise ValueError(f"{where}: valid_size must be an integer >= 0. Received valid_size={self.valid_size!r}")
+        check_number("eps", self.eps, min=0, max=0.5, max_open=True, prefix=f"{where}: ")
+        check_int("valid_size", self.valid_size, min=0, prefix=f"{where}: ")
 
     @property
     def url(self) -> str:
@@ -207,12 +202,6 @@ class Competition:
         from kit.kaggle.submission import submission_rows
 
         return submission_rows(self, ids, probs, classes, eps=eps)
-
-    def score(self, values: Mapping[str, str], answers: Mapping[str, str]) -> float:
-        """Scores submission values {id: label text} against answers {id: class}; see `score_rows`."""
-        from kit.kaggle.submission import score_rows
-
-        return score_rows(self, values, answers)
 
 
 # ---------------------------------------------------------------------------------------------

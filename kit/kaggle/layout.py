@@ -23,7 +23,6 @@ sorted(p.name for p in root.iterdir())   # ['layout.json', 'models', 'sample', '
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -37,9 +36,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from kit.checks import check_int
 from kit.data.images import is_image_name
 from kit.env import kaggle_input_root
-from kit.io import atomic_write
+from kit.io import atomic_write_json, is_no_room, no_room_error
 from kit.kaggle.competition import Competition, get_competition
 
 LAYOUT_FILE = "layout.json"
@@ -172,10 +172,6 @@ def _read_error(zip_path: Path, name: str, e: Exception) -> ValueError:
     return ValueError(f"{zip_path} is damaged: entry {name!r} cannot be read ({e}); delete it and download it again")
 
 
-def _no_space(e: OSError, what: str) -> OSError:
-    return OSError(errno.ENOSPC, f"no space left on the device while {what}; free some space and run again")
-
-
 def safe_extract(
     zip_path: str | os.PathLike,
     dest_dir: str | os.PathLike,
@@ -227,8 +223,8 @@ def safe_extract(
             os.replace(stage.joinpath(*parts), final)
             out.append(final)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise _no_space(e, f"extracting {zip_path} into {dest}") from e
+        if is_no_room(e):
+            raise no_room_error(e, dest, doing=f"extracting {zip_path}") from e
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -299,20 +295,13 @@ def _find_source(comp: Competition, src_dir: Path, name: str) -> _Source:
 
 
 def _check_params(valid: int, seed: int, sample_size: Sequence[int]) -> tuple[int, int]:
-    if isinstance(valid, bool) or not isinstance(valid, (int, np.integer)) or valid < 0:
-        raise ValueError(f"valid must be a number of images (an integer >= 0). Received valid={valid!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer. Received seed={seed!r}")
-    ok = (
-        isinstance(sample_size, (tuple, list))
-        and len(sample_size) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in sample_size)
-    )
-    if not ok:
+    check_int("valid", valid, min=0)
+    check_int("seed", seed)
+    if not (isinstance(sample_size, (tuple, list)) and len(sample_size) == 2):
         raise ValueError(
             f"sample_size must be (train images, valid images), two integers >= 0. Received sample_size={sample_size!r}"
         )
-    return int(sample_size[0]), int(sample_size[1])
+    return check_int("sample_size[0]", sample_size[0], min=0), check_int("sample_size[1]", sample_size[1], min=0)
 
 
 def read_layout(root: str | os.PathLike) -> dict | None:
@@ -326,10 +315,6 @@ def read_layout(root: str | os.PathLike) -> dict | None:
         raise ValueError(
             f"{path} cannot be read ({e}); run again with force=True (`--force`) to rebuild the layout"
         ) from e
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _labelled(comp: Competition, source: _Source) -> tuple[list[str], list, list[str]]:
@@ -513,10 +498,10 @@ def prepare_layout(
             "test": len(tests),
         }
         record["source"] = str(zips_dir.resolve())
-        _write_json_atomic(root / LAYOUT_FILE, record)
+        atomic_write_json(root / LAYOUT_FILE, record, sort_keys=True)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise _no_space(e, f"building the layout in {root}") from e
+        if is_no_room(e):
+            raise no_room_error(e, root, doing="building the layout") from e
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)

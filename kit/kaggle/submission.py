@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit import metrics
 from kit.io import atomic_path
 from kit.kaggle.competition import Competition, get_competition
 
@@ -166,8 +167,6 @@ def score_rows(competition: Competition, values: Mapping[str, str], answers: Map
     Returns:
         The log loss (lower is better) or the accuracy (higher is better).
     """
-    from sklearn.metrics import accuracy_score, log_loss
-
     missing = sorted(set(answers) - set(values), key=_sort_key)
     extra = sorted(set(values) - set(answers), key=_sort_key)
     if missing or extra:
@@ -190,9 +189,9 @@ def score_rows(competition: Competition, values: Mapping[str, str], answers: Map
         y = np.array([t == competition.positive_class for t in truth], dtype=np.int64)
         p = np.array(parsed, dtype=np.float64)
         if competition.metric == "log_loss":
-            return float(log_loss(y, p, labels=[0, 1]))
-        return float(accuracy_score(y, (p >= 0.5).astype(np.int64)))
-    return float(accuracy_score(truth, parsed))
+            return metrics.log_loss(y, p, eps=metrics.SKLEARN_EPS)  # p: the positive class's probability
+        return metrics.accuracy(y, (p >= 0.5).astype(np.int64))
+    return metrics.accuracy(truth, parsed)
 
 
 # -- the file ------------------------------------------------------------------------------------
@@ -385,7 +384,7 @@ def score_submission(
     path: str | os.PathLike,
     answers: Mapping[str, str] | str | os.PathLike,
 ) -> float:
-    """Scores a submission locally with the competition's metric (scikit-learn's log_loss or accuracy).
+    """Scores a submission locally with the competition's metric (`kit.metrics`: log loss or accuracy).
 
     Example:
 

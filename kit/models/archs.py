@@ -18,6 +18,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kit.checks import check_choice
 from kit.models.weights import WeightsNotFoundError, resolve_weights  # noqa: F401 - part of this module's API
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -62,9 +63,7 @@ class Preprocess(keras.layers.Layer):
 
     def __init__(self, mode: str = "caffe", **kwargs):
         super().__init__(**kwargs)
-        if mode not in PREPROCESS_MODES:
-            raise ValueError(f"Preprocess mode must be one of {PREPROCESS_MODES}. Received mode={mode!r}.")
-        self.mode = mode
+        self.mode = check_choice("mode", mode, PREPROCESS_MODES, prefix="Preprocess ")
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)

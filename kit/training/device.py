@@ -8,8 +8,9 @@ itself (a `LossScaleOptimizer` around the optimizer) under that policy. On a CPU
 always compiles with it, and Keras' `jit_compile="auto"` turns it on for TensorFlow where it works.
 
 Example:
-    from kit.training.device import configure
-    configure()            # "mixed_bfloat16" on an H100, "float32" on a laptop
+    from kit.training.device import precision
+    with precision("auto") as policy:   # "mixed_bfloat16" on an H100, "float32" on a laptop
+        model = build()
 """
 
 from __future__ import annotations
@@ -147,23 +148,6 @@ def resolve_mixed_precision(mixed_precision: str | bool | None = "auto", device:
         device = device or accelerator()
         choice = "bf16" if device.bf16 else "fp16" if device.fp16 else "float32"
     return _POLICIES[choice]
-
-
-def configure(mixed_precision: str | bool | None = "auto") -> str:
-    """Sets Keras' global dtype policy for the models built after it; returns the policy's name.
-
-    Call it before building a learner (the learner's constructor is the natural place). Layers
-    compute in bf16 and keep float32 weights; the kit's head ends in a float32 log-softmax, and
-    cached activations are stored as float32, so losses and predictions keep full precision.
-
-    Args:
-        mixed_precision: see `resolve_mixed_precision`.
-    """
-    import keras
-
-    policy = resolve_mixed_precision(mixed_precision)
-    keras.config.set_dtype_policy(policy)
-    return policy
 
 
 @contextlib.contextmanager

@@ -36,6 +36,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kit._compat import flatten_layers
+
 BACKENDS_WITH_DATA_PARALLEL = ("jax", "tensorflow")
 AUTO = "auto"
 _ENGINES: dict[tuple, Any] = {}
@@ -274,7 +276,7 @@ class Placement:
         Only layers that train their statistics are affected; the frozen body's stay in inference mode.
         """
         if self.backend == "tensorflow" and self.distributed:
-            for layer in model._flatten_layers():
+            for layer in flatten_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
 

@@ -6,11 +6,11 @@ active only while training), `learn.body`, `learn.head`; `fit` is `keras.Model.f
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,11 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from kit import metrics
+from kit.checks import check_int
 from kit.data.dataset import Batches, ImageClassifierData
-from kit.data.decode_job import DecodeJob
 from kit.data.images import decode_files
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
-from kit.io import atomic_path
 from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
 from kit.training.callbacks.divergence import DivergenceGuard
 from kit.training.callbacks.lr_range_test import LRRangeTest
@@ -32,7 +32,9 @@ from kit.training.compilation_cache import enable_compilation_cache
 from kit.training.device import default_jit_compile, precision, resolve_mixed_precision
 from kit.training.distribute import OnDevices, Placement, check_batch_size
 from kit.training.optimizers import group_multipliers, make_optimizer, set_learning_rate, sync_model_state
+from kit.training.precompute import activation_path, body_digest, split_activations
 from kit.training.schedules import sgdr_total_epochs
+from kit.training.state import assign_values, rng_state, set_rng_state, variable_values
 from kit.training.weights import save_weights
 
 # lr_find: at least this many points for a readable curve, at most this many batches of time.
@@ -41,6 +43,8 @@ LR_FIND_MIN_IT, LR_FIND_MAX_IT = 20, 200
 DEFAULT_TTA_TFMS = (RandomFlip(), RandomZoom(1.1))
 # predict_files decodes this many files at a time: bounded memory (37 MB at 224 px) on any folder.
 PREDICT_CHUNK = 256
+# What `state_dict()` returns and `load_state_dict()` takes.
+STATE_KEYS = ("model", "optimizer", "epochs_done", "position", "history", "rng")
 
 
 def nll_loss() -> keras.losses.Loss:
@@ -114,6 +118,10 @@ class ConvLearner(OnDevices):
         self.sched: LRRangeTest | None = None
         self.history: list[dict] = []
         self._epochs_done = 0
+        # The fit in progress and its epochs finished (`state_dict`'s "position"), and a loaded state's
+        # position and optimizer values waiting for the next `fit` (the optimizer is built there).
+        self._position: dict[str, Any] | None = None
+        self._pending: dict[str, Any] | None = None
         self._act: dict[str, np.ndarray] = {}
         self._compiled: dict[int, tuple[tuple, list[np.ndarray]]] = {}
         self.freeze()
@@ -186,8 +194,7 @@ class ConvLearner(OnDevices):
         unfrozen BN statistics computed on small fine-tuning batches wreck a pretrained body.
         """
         n_groups = len(self.layer_groups)
-        if not -n_groups <= n <= n_groups:
-            raise ValueError(f"freeze_to takes a layer-group index in [{-n_groups}, {n_groups}]. Received n={n}.")
+        n = check_int("n", n, min=-n_groups, max=n_groups, prefix="freeze_to's layer-group index ")
         n = n % n_groups if n < 0 else n
         # Keras propagates a container's trainable flag to its children, so the backbone's flag
         # goes first and each layer's own flag after it.
@@ -230,67 +237,30 @@ class ConvLearner(OnDevices):
         return split != "test" or self.data.test_ds is not None
 
     def _body_digest(self) -> str:
-        h = hashlib.sha1(f"{self.arch.name}|{self.arch.preprocess}|{self.data.sz}".encode())
-        for w in self.body.weights:
-            h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
-        return h.hexdigest()[:12]
+        weights = (keras.ops.convert_to_numpy(w) for w in self.body.weights)
+        return body_digest(self.arch.name, self.arch.preprocess, self.data.sz, weights)
 
     def activation_path(self, split: str, digest: str | None = None) -> Path:
-        """Where a split's activations are cached: keyed by arch, body weights, size and file list."""
-        s = self.data.split(split)
-        key = s.key  # the pixels it reads, not the files now on disk (a vanished file changes nothing)
-        return self.data.tmp_dir / f"act_{self.arch.name}_{digest or self._body_digest()}_{split}_{key}.npy"
+        """Where a split's activations are cached: keyed by arch, body weights, size and the pixels it reads."""
+        pixels = self.data.split(split).key  # not the files now on disk: a vanished file changes nothing
+        return activation_path(self.data.tmp_dir, self.arch.name, digest or self._body_digest(), split, pixels)
 
     def _activations(self, split: str, digest: str) -> np.ndarray:
-        job = self.data.split(split).decoding
-        if job is not None:
-            return self._activations_while_decoding(split, digest, job)
-        path = self.activation_path(split, digest)
-        if path.exists():
-            return np.load(path)
-        batches = self.data.batches(split, shuffle=False)
-        feats = np.empty((len(self.data.split(split)), self.features_model.output.shape[-1]), dtype=np.float32)
-        i = 0
-        for b in tqdm(range(len(batches)), desc=f"precompute {split}", unit="batch", leave=False):
-            out = np.asarray(self._features_step(batches[b][0]), dtype=np.float32)  # numpy already
-            feats[i : i + len(out)] = out
-            i += len(out)
-        return self._save_activations(path, feats)
+        return split_activations(
+            self.data.split(split),
+            split,
+            folder=self.data.tmp_dir,
+            arch=self.arch.name,
+            body=digest,
+            step=self._features_step,
+            bs=self.data.bs,
+            width=self.features_model.output.shape[-1],
+        )
 
-    def _activations_while_decoding(self, split: str, digest: str, job: DecodeJob) -> np.ndarray:
-        """Runs the body on the split's chunks as the decoding workers deliver them (in the order they land).
-
-        The body compiles on the first batch while the workers go on decoding. Rows are the cache's (all
-        files); once the job ends, the split's kept rows are saved, as the plain pass would have.
-        """
-        feats = np.zeros((job.n, self.features_model.output.shape[-1]), dtype=np.float32)
-        steps = math.ceil(job.n / self.data.bs)
-        try:
-            for rows, xb in tqdm(
-                job.ready_batches(self.data.bs), total=steps, desc=f"precompute {split}", unit="batch", leave=False
-            ):
-                feats[rows] = np.asarray(self._features_step(xb), dtype=np.float32)
-        except KeyboardInterrupt:
-            job.cancel()  # Ctrl-C stops the decoding workers too
-            raise
-        keep = self.data.split(split).rows  # the decode's error, if any, is raised here: nothing is saved
-        feats = feats if len(keep) == job.n else feats[keep]
-        return self._save_activations(self.activation_path(split, digest), feats)
-
-    @staticmethod
-    def _save_activations(path: Path, feats: np.ndarray) -> np.ndarray:
-        with atomic_path(path, need=feats.nbytes, what=f"the activations {path.name}") as tmp:
-            np.save(tmp, feats)
-        return feats
-
-    def _features_step(self, xb: np.ndarray):
+    def _features_step(self, xb: np.ndarray) -> np.ndarray:
         # predict_on_batch runs the compiled (traced / jitted) predict step; a plain call would run
         # the body eagerly on TensorFlow, batch after batch: 3x slower than an epoch through it.
-        # A short last batch is padded to the batch size: one shape, one compilation.
-        n, short = len(xb), self.data.bs - len(xb)
-        if short > 0:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], short, axis=0)])
-        return keras.ops.convert_to_numpy(self.placement.predict_on_batch(self.features_model, xb))[:n]
+        return keras.ops.convert_to_numpy(self.placement.predict_on_batch(self.features_model, xb))
 
     # ----------------------------------------------------------------------------- training
     def _lrs(self, lrs: float | Sequence[float]) -> np.ndarray:
@@ -304,8 +274,11 @@ class ConvLearner(OnDevices):
             )
         return arr
 
-    def _compile(self, lrs: np.ndarray) -> keras.Model:
-        """Compiles the model being trained with an optimizer that gives each layer group its rate."""
+    def _compile(self, lrs: np.ndarray, optimizer_values: list[np.ndarray] | None = None) -> keras.Model:
+        """Compiles the model being trained with an optimizer that gives each layer group its rate.
+
+        The optimizer starts fresh, or from `optimizer_values` (a loaded state's, see `load_state_dict`).
+        """
         model = self.head if self.precompute else self.model
         if len(lrs) == 1:
             base, mult = float(lrs[0]), None
@@ -329,24 +302,32 @@ class ConvLearner(OnDevices):
             for var, value in zip(model.optimizer.variables, done[1], strict=True):
                 var.assign(value)  # a fresh optimizer's state: step 0, no momentum (and the initial loss scale)
             set_learning_rate(model, base)
-            return model
-        opt = make_optimizer(self.opt, learning_rate=base, lr_multipliers=mult, momentum=self.momentum)
-        model.compile(optimizer=opt, loss=nll_loss(), metrics=["accuracy"], jit_compile=jit)
-        # Under mixed_float16 `compile` wraps `opt` in a LossScaleOptimizer, whose variables are its
-        # step counter and loss scale, then the inner optimizer's: build and snapshot that one, the
-        # optimizer the train step really uses, so the reset above assigns each value to its own variable.
-        model.optimizer.build(model.trainable_variables)
-        self._compiled[id(model)] = (key, [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables])
+        else:
+            opt = make_optimizer(self.opt, learning_rate=base, lr_multipliers=mult, momentum=self.momentum)
+            model.compile(optimizer=opt, loss=nll_loss(), metrics=["accuracy"], jit_compile=jit)
+            # Under mixed_float16 `compile` wraps `opt` in a LossScaleOptimizer, whose variables are its
+            # step counter and loss scale, then the inner optimizer's: build and snapshot that one, the
+            # optimizer the train step really uses, so the reset above assigns each value to its own variable.
+            model.optimizer.build(model.trainable_variables)
+            self._compiled[id(model)] = (key, variable_values(model.optimizer.variables))
+        if optimizer_values is not None:
+            # Only now can they be assigned: the optimizer, the LossScaleOptimizer's too, is built.
+            assign_values(model.optimizer.variables, optimizer_values, "optimizer variables")
         return model
 
-    def _fit_data(self) -> tuple[dict, int]:
-        """Keyword arguments for model.fit (the training batches, all of one shape) and the steps per epoch."""
+    def _fit_data(self, epochs_into_fit: int = 0) -> tuple[dict, int]:
+        """Keyword arguments for model.fit (the training batches, all of one shape) and the steps per epoch.
+
+        The shuffling is seeded by the epochs done when the fit began; a fit continued after
+        `epochs_into_fit` of its epochs gets the order those epochs left behind.
+        """
+        seed = self._epochs_done - epochs_into_fit
         if self.precompute:
-            trn = Batches(
-                self._act["train"], self.data.trn_y, self.data.bs, shuffle=True, seed=self._epochs_done, fixed=True
-            )
+            trn = Batches(self._act["train"], self.data.trn_y, self.data.bs, shuffle=True, seed=seed, fixed=True)
         else:
-            trn = self.data.batches("train", shuffle=True, seed=self._epochs_done, fixed=True)
+            trn = self.data.batches("train", shuffle=True, seed=seed, fixed=True)
+        for _ in range(epochs_into_fit):
+            trn.on_epoch_end()
         # shuffle=False: the batches reshuffle their rows every epoch from their own seed; Keras'
         # extra shuffle of batch order would draw from Python's global `random`, which a resumed
         # run (`kit train --resume`) could not replay.
@@ -370,8 +351,8 @@ class ConvLearner(OnDevices):
     def _validate(self, logs: dict) -> None:
         """val_loss and accuracy through the predict function: no second compiled (test) step."""
         log_preds, y = self._predict_split("valid"), self.data.val_y
-        logs["val_loss"] = float(-np.mean(log_preds[np.arange(len(y)), y]))
-        logs["val_accuracy"] = float(np.mean(log_preds.argmax(1) == y))
+        logs["val_loss"] = metrics.nll(y, log_preds)
+        logs["val_accuracy"] = metrics.accuracy(y, log_preds)
 
     def fit(
         self,
@@ -383,12 +364,17 @@ class ConvLearner(OnDevices):
         cycle_save_name: str | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
         verbose: bool = True,
-        initial_epoch: int = 0,
     ) -> list[float]:
         """Trains, printing `epoch trn_loss val_loss accuracy`; returns [val_loss, accuracy].
 
         Stops at the first NaN or infinite batch loss, restores the weights of that epoch's start and
         raises `DivergedError` (a FloatingPointError) naming the epoch, the rate and what to try.
+
+        Each finished epoch is recorded (`history`, `epochs_done`, `state_dict()`'s position) before
+        `callbacks` see it. After `load_state_dict` of a state saved inside a fit, the same call (same
+        arguments, the learner configured as then) continues that fit from its next epoch: its
+        optimizer state, SGDR schedule and shuffling go on exactly; if the state was saved after the
+        fit's last epoch, it returns that epoch's figures at once.
 
         Example:
             learn.fit(1e-2, 3)                                     # 3 epochs at a constant rate
@@ -404,32 +390,33 @@ class ConvLearner(OnDevices):
             cycle_save_name: str. Save the weights at the end of each cycle as models/<name>_cycle<i>.
             callbacks: extra Keras callbacks.
             verbose: bool. Print the table and progress bars.
-            initial_epoch: int. Continue this fit after that many of its epochs (`kit train --resume`,
-                with the learner's state restored as it was when they ended): the SGDR schedule and
-                the shuffling carry on exactly where they were.
+
+        Raises:
+            DivergedError: the loss became NaN or infinite.
+            ValueError: an argument out of range, or a loaded state inside another fit than this one.
         """
-        if not isinstance(n_cycle, int) or n_cycle < 1:
-            raise ValueError(f"n_cycle must be a positive integer. Received n_cycle={n_cycle!r}.")
-        if cycle_len is not None and (not isinstance(cycle_len, int) or cycle_len < 1):
-            raise ValueError(f"cycle_len must be a positive integer or None. Received cycle_len={cycle_len!r}.")
-        if not isinstance(cycle_mult, int) or cycle_mult < 1:
-            raise ValueError(f"cycle_mult must be a positive integer. Received cycle_mult={cycle_mult!r}.")
+        n_cycle = check_int("n_cycle", n_cycle, min=1)
+        cycle_len = check_int("cycle_len", cycle_len, min=1, none_ok=True)
+        cycle_mult = check_int("cycle_mult", cycle_mult, min=1)
         lrs = self._lrs(lrs)
         epochs = n_cycle if cycle_len is None else sgdr_total_epochs(n_cycle, cycle_len, cycle_mult)
-        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
-            raise ValueError(
-                f"initial_epoch must be an integer in [0, {epochs}) for {epochs} epochs. Received initial_epoch={initial_epoch!r}."
-            )
-        model = self._compile(lrs)
-        fit_kw, steps = self._fit_data()
-        for _ in range(initial_epoch):
-            fit_kw["x"].on_epoch_end()  # the order the skipped epochs would have left behind
+        spec = self._fit_spec(lrs, n_cycle, cycle_len, cycle_mult, epochs)
+        start, optimizer_values, rng = self._continue_at(spec)
+        if start == epochs:  # the loaded state closed this fit
+            last = self.history[-1]
+            return [last["val_loss"], last["accuracy"]]
+        model = self._compile(lrs, optimizer_values)
+        fit_kw, steps = self._fit_data(start)
+        first = self._epochs_done - start  # the learner's epochs when this fit began: the table's numbering
+        cbs: list[keras.callbacks.Callback] = []
+        if rng is not None:
+            # As training begins, after Keras' own setup: on torch that draws from the global generator
+            # (a first batch to build the metrics), which the uninterrupted run did before the saved epoch.
+            cbs.append(keras.callbacks.LambdaCallback(on_train_begin=lambda logs: set_rng_state(rng)))
         # First, so the table, checkpoints and History read its val_loss and val_accuracy.
-        cbs: list[keras.callbacks.Callback] = [
-            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._validate(logs))
-        ]
+        cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._validate(logs)))
         # Before the schedule, checkpoints and the table: it restores the weights of a diverged epoch.
-        guard = DivergenceGuard(epoch_offset=self._epochs_done, raise_error=False)
+        guard = DivergenceGuard(epoch_offset=first, raise_error=False)
         cbs.append(guard)
         if cycle_len is not None:
             cbs.append(
@@ -443,19 +430,63 @@ class ConvLearner(OnDevices):
             )
         if best_save_name:
             cbs.append(self._save_best(model, self._model_path(best_save_name)))
-        table = EpochTable(start_epoch=self._epochs_done, show=verbose, title=self.device_line)
+        table = EpochTable(start_epoch=first, show=verbose, title=self.device_line)
         cbs.append(table)
-        model.fit(
-            epochs=epochs, initial_epoch=initial_epoch, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw
-        )
+        # Last of the learner's own and before the caller's: a checkpoint reads the state of this epoch's end.
+        cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._record_epoch(guard, table)))
+        self._position = {**spec, "epoch": start}
+        try:
+            # initial_epoch: SGDR reads its place in the schedule from Keras' epoch index.
+            model.fit(epochs=epochs, initial_epoch=start, callbacks=cbs + list(callbacks or []), verbose=0, **fit_kw)
+        finally:
+            self._position = None
         if guard.error is not None:
-            self.history += [r for r in table.rows if r["epoch"] < guard.error.epoch]
-            self._epochs_done = guard.error.epoch
             raise guard.error
-        self._epochs_done += epochs
-        self.history += table.rows
-        last = table.rows[-1]
+        last = self.history[-1]
         return [last["val_loss"], last["accuracy"]]
+
+    def _fit_spec(self, lrs: np.ndarray, n_cycle: int, cycle_len: int | None, cycle_mult: int, epochs: int) -> dict:
+        """What identifies a fit, as JSON: its arguments and the configuration its optimizer depends on."""
+        return {
+            "lrs": lrs.tolist(),
+            "n_cycle": n_cycle,
+            "cycle_len": cycle_len,
+            "cycle_mult": cycle_mult,
+            "epochs": epochs,
+            "opt": str(self.opt),
+            "momentum": float(self.momentum),
+            "precompute": bool(self.precompute),
+            "frozen_to": int(self._frozen_to),
+            "train_bn": bool(self.train_bn),
+        }
+
+    def _continue_at(self, spec: dict) -> tuple[int, list[np.ndarray] | None, dict | None]:
+        """(first epoch, optimizer values, random states) of a fit: where a loaded state stands inside it,
+        else (0, None, None)."""
+        pending = self._pending
+        if pending is None:
+            return 0, None, None
+        position = pending["position"]
+        saved = {k: position.get(k) for k in spec}
+        if saved != spec:
+            if position["epoch"] == position["epochs"]:  # that fit had ended: this one is the next
+                self._pending = None
+                return 0, None, None
+            diff = ", ".join(f"{k}={saved[k]!r} then, {spec[k]!r} now" for k in spec if saved[k] != spec[k])
+            raise ValueError(
+                f"The loaded state stands after epoch {position['epoch']} of {position['epochs']} of another fit: "
+                f"{diff}. Call fit with the arguments it had, with the learner configured as then "
+                "(freeze_to / unfreeze / precompute), to continue it."
+            )
+        self._pending = None
+        return int(position["epoch"]), pending["optimizer"], pending["rng"]
+
+    def _record_epoch(self, guard: DivergenceGuard, table: EpochTable) -> None:
+        if guard.error is not None:
+            return  # a diverged epoch: its weights went back to its start, so it never happened
+        self.history.append(table.rows[-1])
+        self._epochs_done += 1
+        self._position["epoch"] += 1
 
     def _save_best(self, model: keras.Model, path: Path) -> keras.callbacks.Callback:
         """Saves the whole model's weights (not only the head being fit) whenever val_loss improves,
@@ -566,8 +597,7 @@ class ConvLearner(OnDevices):
         The first pass is the plain images; the others use the training augmentations (or flips and
         a mild zoom if training used none). `np.mean(np.exp(log_preds), 0)` gives the probabilities.
         """
-        if not isinstance(n_aug, int) or n_aug < 0:
-            raise ValueError(f"n_aug must be a non-negative integer. Received n_aug={n_aug!r}.")
+        n_aug = check_int("n_aug", n_aug, min=0)
         if is_test and self.data.test_ds is None:
             raise ValueError(
                 "TTA(is_test=True) needs a test set: ImageClassifierData.from_paths(..., test_name='test')."
@@ -609,6 +639,97 @@ class ConvLearner(OnDevices):
         self.model.load_weights(str(path))
         if self.precompute:
             self.precompute = True
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs trained by every `fit` so far (the next epoch's number in the table)."""
+        return self._epochs_done
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything training needs to continue exactly, as numpy arrays and JSON-able facts.
+
+        Example:
+            state = learn.state_dict()   # e.g. in a callback at an epoch's end (EpochCheckpoint)
+            learn.load_state_dict(state)  # later, or in another process: the same fit continues
+
+        Returns:
+            dict with "model" (the values of every variable of `learn.model`: weights, BatchNorm
+            statistics, seed-generator states), "optimizer" (the values of the optimizer's variables,
+            under mixed_float16 the loss scale's too, while a fit is in progress; None between fits,
+            whose next fit starts a fresh optimizer), "epochs_done", "position" (the fit in progress:
+            its arguments, the configuration it trains and its epochs finished; None between fits),
+            "history" (the table rows) and "rng" (global random states: torch's).
+        """
+        optimizer, position, rng = None, None, None
+        if self._pending is not None:  # loaded, not yet continued: give the loaded state back
+            optimizer, position, rng = self._pending["optimizer"], self._pending["position"], self._pending["rng"]
+        elif self._position is not None:
+            fitting = self.head if self.precompute else self.model
+            sync_model_state(fitting)  # JAX keeps a fit's state outside the variables between batches
+            optimizer, position = variable_values(fitting.optimizer.variables), self._position
+        return {
+            "model": variable_values(self.model.variables),
+            "optimizer": None if optimizer is None else [np.array(a, copy=True) for a in optimizer],
+            "epochs_done": self._epochs_done,
+            "position": copy.deepcopy(position),
+            "history": copy.deepcopy(self.history),
+            "rng": copy.deepcopy(rng) if rng is not None else rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Puts back what `state_dict()` returned (or `read_checkpoint` read).
+
+        The model's variables, the epochs done and the history are set at once. A state saved inside
+        a fit waits for the next `fit`: called with the same arguments, the learner configured as
+        then, it assigns the saved optimizer state once its optimizer is built, the global random
+        states as training begins, and continues from the saved epoch. Those of a state saved
+        between fits (or after a fit's last epoch) are set at once.
+
+        Args:
+            state: dict. The keys of `state_dict()`; others (a checkpoint's "facts") are ignored.
+
+        Raises:
+            ValueError: a key is missing or malformed, or the state is another model's (another
+                architecture, size or number of classes): nothing is changed then.
+        """
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(
+                f"load_state_dict takes what state_dict() returns; this state lacks {missing}. "
+                f"Received keys {sorted(state)}."
+            )
+        epochs_done = check_int("state['epochs_done']", state["epochs_done"], min=0)
+        position, optimizer = state["position"], state["optimizer"]
+        if position is not None:
+            if not isinstance(position, Mapping) or not all(k in position for k in ("epoch", "epochs")):
+                raise ValueError(
+                    "state['position'] must be None or the dict state_dict() writes, with 'epoch' and 'epochs'. "
+                    f"Received position={position!r}."
+                )
+            epochs = check_int("state['position']['epochs']", position["epochs"], min=1)
+            epoch = check_int("state['position']['epoch']", position["epoch"], min=0, max=min(epochs, epochs_done))
+            if optimizer is None and epoch < epochs:
+                raise ValueError(
+                    f"A state inside a fit (after epoch {epoch} of {epochs}) carries its optimizer's values. "
+                    "Received optimizer=None."
+                )
+        assign_values(self.model.variables, state["model"], "model variables")
+        rng = dict(state["rng"] or {})
+        if position is None or position["epoch"] == position["epochs"]:
+            set_rng_state(rng)  # what comes next starts as the uninterrupted run's next fit did
+        self.history = copy.deepcopy(list(state["history"]))
+        self._epochs_done = epochs_done
+        self._pending = (
+            None
+            if position is None
+            else {
+                "position": copy.deepcopy(dict(position)),
+                "optimizer": None if optimizer is None else [np.array(a, copy=True) for a in optimizer],
+                "rng": rng,
+            }
+        )
+        if self.precompute:
+            self.precompute = True  # cached activations follow the body's weights
 
     @property
     def device_line(self) -> str:

@@ -25,6 +25,9 @@ from collections.abc import Mapping, Sequence
 import keras
 from keras import ops
 
+from kit._compat import learning_rate_source, sgd_momentum, trainable_variable, use_weight_decay
+from kit.checks import check_choice, check_number
+
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
 
 
@@ -73,7 +76,7 @@ class _LRMultipliers:
         path = getattr(variable, "path", None)
         if path is None or path not in self.lr_multipliers:
             # Under TensorFlow `update_step` receives the tf.Variable; map it back.
-            variable = self._trainable_variables[self._get_variable_index(variable)]
+            variable = trainable_variable(self, variable)
             path = variable.path
         return self.lr_multipliers.get(path, 1.0)
 
@@ -97,7 +100,7 @@ class _LRMultipliers:
         if self.weight_decay is None:
             return
         for variable in variables:
-            if not self._use_weight_decay(variable) or self.multiplier(variable) == 0.0:
+            if not use_weight_decay(self, variable) or self.multiplier(variable) == 0.0:
                 continue
             lr = self._scaled_rate(variable, ops.cast(self.learning_rate, variable.dtype))
             wd = ops.cast(self.weight_decay, variable.dtype)
@@ -135,7 +138,7 @@ class DifferentialSGD(_LRMultipliers, keras.optimizers.SGD):
         learning_rate = ops.cast(self._scaled_rate(variable, learning_rate), variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         momentum = ops.cast(self.momentum_variable, variable.dtype)
-        m = self.momentums[self._get_variable_index(variable)]
+        m = sgd_momentum(self, variable)
         self.assign(m, ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate)))
         if self.nesterov:
             self.assign_add(
@@ -220,11 +223,8 @@ def make_optimizer(
         momentum: Float in [0, 1]. SGD momentum, or `beta_1` for Adam/AdamW.
         **kwargs: Passed to the Keras optimizer (e.g. `nesterov`, `weight_decay`).
     """
-    key = str(name).lower()
-    if key not in OPTIMIZER_NAMES:
-        raise ValueError(f"`name` must be one of {list(OPTIMIZER_NAMES)}. Received name={name!r}")
-    if not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
-        raise ValueError(f"`momentum` must be a float in [0, 1]. Received momentum={momentum!r}")
+    key = check_choice("name", str(name).lower(), OPTIMIZER_NAMES)
+    momentum = check_number("momentum", momentum, min=0, max=1)
     if key == "sgd":
         return DifferentialSGD(learning_rate, momentum=momentum, lr_multipliers=lr_multipliers, **kwargs)
     if "beta_1" in kwargs:
@@ -315,7 +315,7 @@ def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.O
 
 def schedule_error(optimizer) -> ValueError | None:
     optimizer = inner_optimizer(optimizer)
-    lr = getattr(optimizer, "_learning_rate", None)
+    lr = learning_rate_source(optimizer)
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) or (
         callable(lr) and not isinstance(lr, keras.Variable)
     ):

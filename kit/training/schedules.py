@@ -20,25 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kit.checks import check_choice, check_int, check_number
+
 SUGGESTION_METHODS = ("valley", "steepest", "min_div10")
-
-
-def check_int(name: str, value, minimum: int) -> int:
-    """`value` as an int >= minimum; integral floats such as 2.0 are accepted."""
-    ok = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
-    if isinstance(value, bool) or not ok or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received {name}={value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.number))
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise ValueError(f"`{name}` must be a finite number > 0. Received {name}={value!r}")
-    return float(value)
 
 
 def _cos_anneal(start: float, end: float, pct: float) -> float:
@@ -87,9 +71,9 @@ def cycle_end_epochs(n_cycle: int, cycle_len: int = 1, cycle_mult: int = 1) -> l
         cycle_len: Integer >= 1. Epochs in the first cycle.
         cycle_mult: Integer >= 1. Growth factor of the cycle length.
     """
-    n_cycle = check_int("n_cycle", n_cycle, 1)
-    cycle_len = check_int("cycle_len", cycle_len, 1)
-    cycle_mult = check_int("cycle_mult", cycle_mult, 1)
+    n_cycle = check_int("n_cycle", n_cycle, min=1)
+    cycle_len = check_int("cycle_len", cycle_len, min=1)
+    cycle_mult = check_int("cycle_mult", cycle_mult, min=1)
     ends, total = [], 0
     for i in range(n_cycle):
         total += _cycle_epochs(cycle_len, cycle_mult, i)
@@ -106,10 +90,10 @@ def sgdr_cycle(step: int, steps_per_epoch: int, cycle_len: int = 1, cycle_mult: 
         cycle_len: Integer >= 1. Epochs in the first cycle.
         cycle_mult: Integer >= 1. Growth factor of the cycle length.
     """
-    step = check_int("step", step, 0)
-    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
-    cycle_len = check_int("cycle_len", cycle_len, 1)
-    cycle_mult = check_int("cycle_mult", cycle_mult, 1)
+    step = check_int("step", step, min=0)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, min=1)
+    cycle_len = check_int("cycle_len", cycle_len, min=1)
+    cycle_mult = check_int("cycle_mult", cycle_mult, min=1)
     first = cycle_len * steps_per_epoch
     if cycle_mult == 1:
         # Equal cycles: closed form, so a long run does not loop.
@@ -151,9 +135,8 @@ def sgdr_lr(
         cycle_mult: Integer >= 1. Growth factor of the cycle length.
         min_lr: Float in [0, base_lr]. Floor of the cosine.
     """
-    if not (math.isfinite(base_lr) and base_lr >= 0):
-        raise ValueError(f"`base_lr` must be a finite number >= 0. Received base_lr={base_lr!r}")
-    if not (math.isfinite(min_lr) and 0 <= min_lr <= base_lr):
+    base_lr = check_number("base_lr", base_lr, min=0)
+    if not (check_number("min_lr", min_lr, min=0) <= base_lr):
         raise ValueError(f"`min_lr` must be in [0, base_lr={base_lr}]. Received min_lr={min_lr!r}")
     _, t, length = sgdr_cycle(step, steps_per_epoch, cycle_len, cycle_mult)
     return _cos_anneal(float(base_lr), float(min_lr), t / length)
@@ -164,10 +147,9 @@ def sgdr_lr(
 
 def _one_cycle_phase(step: int, total_steps: int, pct_start: float) -> tuple[int, float]:
     """(phase, pct) as PyTorch's OneCycleLR: phase 0 rises until step pct_start*total-1."""
-    step = check_int("step", step, 0)
-    total_steps = check_int("total_steps", total_steps, 2)
-    if not 0 < pct_start < 1:
-        raise ValueError(f"`pct_start` must be in (0, 1). Received pct_start={pct_start!r}")
+    step = check_int("step", step, min=0)
+    total_steps = check_int("total_steps", total_steps, min=2)
+    pct_start = check_number("pct_start", pct_start, min=0, max=1, min_open=True, max_open=True)
     if step >= total_steps:
         raise ValueError(f"`step` must be < total_steps={total_steps}. Received step={step}")
     end_up = float(pct_start * total_steps) - 1
@@ -204,9 +186,9 @@ def one_cycle_lr(
         pct_start: Float in (0, 1). Fraction of steps spent rising.
         final_div: Float > 0. The last rate is `max_lr / div / final_div`.
     """
-    max_lr = _check_positive("max_lr", max_lr)
-    div = _check_positive("div", div)
-    final_div = _check_positive("final_div", final_div)
+    max_lr = check_number("max_lr", max_lr, min=0, min_open=True)
+    div = check_number("div", div, min=0, min_open=True)
+    final_div = check_number("final_div", final_div, min=0, min_open=True)
     initial = max_lr / div
     phase, pct = _one_cycle_phase(step, total_steps, pct_start)
     if phase == 0:
@@ -267,11 +249,11 @@ def lr_range(start_lr: float, end_lr: float, num_it: int, linear: bool = False) 
         num_it: Integer >= 2. Number of rates.
         linear: Bool. Linear spacing instead of exponential.
     """
-    start_lr = _check_positive("start_lr", start_lr)
-    end_lr = _check_positive("end_lr", end_lr)
+    start_lr = check_number("start_lr", start_lr, min=0, min_open=True)
+    end_lr = check_number("end_lr", end_lr, min=0, min_open=True)
     if start_lr >= end_lr:
         raise ValueError(f"`start_lr` must be < `end_lr`. Received start_lr={start_lr!r}, end_lr={end_lr!r}")
-    num_it = check_int("num_it", num_it, 2)
+    num_it = check_int("num_it", num_it, min=2)
     lrs = np.linspace(start_lr, end_lr, num_it) if linear else np.geomspace(start_lr, end_lr, num_it)
     # Both numpy functions pin the ends; set them again so that holds on any numpy.
     lrs[0], lrs[-1] = start_lr, end_lr
@@ -294,8 +276,7 @@ def smooth_losses(losses: Sequence[float] | np.ndarray, beta: float = 0.98) -> n
         losses: 1-D sequence of floats.
         beta: Float in [0, 1). Weight of the past; 0 returns the losses unchanged.
     """
-    if not 0 <= beta < 1:
-        raise ValueError(f"`beta` must be in [0, 1). Received beta={beta!r}")
+    beta = check_number("beta", beta, min=0, max=1, max_open=True)
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     out = np.empty_like(losses)
     avg = 0.0
@@ -408,6 +389,5 @@ def suggest_lr(lrs, losses, method: str = "valley") -> float:
             (`suggest_steepest`) or "min_div10" (`suggest_min_div10`).
     """
     funcs = {"valley": suggest_valley, "steepest": suggest_steepest, "min_div10": suggest_min_div10}
-    if method not in funcs:
-        raise ValueError(f"`method` must be one of {list(SUGGESTION_METHODS)}. Received method={method!r}")
+    check_choice("method", method, SUGGESTION_METHODS)
     return funcs[method](lrs, losses)

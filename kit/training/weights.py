@@ -23,7 +23,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kit.io import NotEnoughSpaceError, atomic_write
+from kit._compat import save_weights_h5
+from kit.io import atomic_write, is_no_room, no_room_error
 
 
 class NonFiniteWeightsError(FloatingPointError):
@@ -32,18 +33,10 @@ class NonFiniteWeightsError(FloatingPointError):
 
 def weights_bytes(model: keras.Model) -> bytes:
     """The model's `.weights.h5` file, built in memory by Keras' own writer."""
-    # Private Keras API (saving_lib), kept to these two names: the same calls save_weights makes,
-    # with a buffer instead of a path. H5IOStore documents io.BytesIO as a valid target.
-    from keras.src.saving import saving_lib
-
     if not model.built:
         raise ValueError(f"Cannot save the weights of {model.name}: the model is not built yet.")
     buf = io.BytesIO()
-    store = saving_lib.H5IOStore(buf, mode="w")
-    try:
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
-    finally:
-        store.close()
+    save_weights_h5(model, buf)
     return buf.getvalue()
 
 
@@ -83,9 +76,9 @@ def save_weights(model: keras.Model, path: str | os.PathLike) -> Path:
     data = weights_bytes(model)
     try:
         atomic_write(path, data)
-    except NotEnoughSpaceError:
-        raise
     except OSError as e:
+        if is_no_room(e):  # before the write (not enough free), or during it (the disk filled, a size limit)
+            raise no_room_error(e, path.parent, f"the weights {path.name}", need=len(data)) from e
         raise OSError(
             e.errno,
             f"Could not write the weights {path.name} ({len(data)} bytes) in {path.parent}: "

@@ -10,6 +10,7 @@ import pytest
 
 from kit.training.callbacks.lr_range_test import LRRangeTest, epochs_needed
 from kit.training.optimizers import make_optimizer
+from kit.training.schedules import smooth_losses
 
 N_FEATURES = 4
 
@@ -257,7 +258,7 @@ def test_plots_return_figures_and_save(tmp_path):
     finder.lrs = list(finder.schedule)
     finder.iterations = list(range(40))
     finder.losses = list(1.0 - 0.5 * np.tanh(np.linspace(-2, 2, 40)) + np.linspace(0, 2, 40) ** 4 / 4)
-    finder.smoothed = list(finder.smoothed_losses())
+    finder.smoothed = list(smooth_losses(finder.losses, finder.beta))
     fig = finder.plot_lr()
     assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_xlabel() == "iteration"
     fig = finder.plot(n_skip=2, n_skip_end=2)

@@ -240,13 +240,13 @@ def train_resumed(policy: str, devices: int, opt_paths: list[str]) -> dict:
         train_job.EpochCheckpoint = EpochCheckpoint
     runs = work / "runs"
     (stopped,) = [p for p in runs.iterdir() if p.is_dir()]
-    _, _, opt_at_stop = read_checkpoint(stopped / "checkpoint")
+    opt_at_stop = read_checkpoint(stopped / "checkpoint")["optimizer"]
     rc2, stdout, err2 = cli(work, "--resume")
     config = json.loads((stopped / "config.json").read_text())
     history = (
         json.loads((stopped / "history.json").read_text())["history"] if (stopped / "history.json").is_file() else []
     )
-    state, _, opt_at_end = read_checkpoint(stopped / "checkpoint")
+    opt_at_end = read_checkpoint(stopped / "checkpoint")["optimizer"]
     return {
         "interrupted_rc": rc1,
         "interrupted_stderr": err1[-1500:],

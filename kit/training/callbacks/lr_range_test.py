@@ -8,8 +8,10 @@ import warnings
 import keras
 import numpy as np
 
+from kit._compat import loss_tracker
+from kit.checks import check_int, check_number
 from kit.training.optimizers import schedule_error, set_learning_rate, sync_model_state
-from kit.training.schedules import check_int, lr_range, smooth_losses, suggest_lr
+from kit.training.schedules import lr_range, suggest_lr
 
 # The test stops once the smoothed loss exceeds this multiple of its best (fastai's rule).
 DIVERGENCE_FACTOR = 4.0
@@ -41,8 +43,8 @@ def epochs_needed(num_it: int, steps_per_epoch: int) -> int:
         num_it: Integer >= 1. Batches the test needs.
         steps_per_epoch: Integer >= 1. Batches per epoch.
     """
-    num_it = check_int("num_it", num_it, 1)
-    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
+    num_it = check_int("num_it", num_it, min=1)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, min=1)
     return -(-num_it // steps_per_epoch)
 
 
@@ -87,8 +89,7 @@ class LRRangeTest(keras.callbacks.Callback):
     ):
         super().__init__()
         self.schedule = lr_range(start_lr, end_lr, num_it, linear)  # validates all three
-        if not 0 <= beta < 1:
-            raise ValueError(f"`beta` must be in [0, 1). Received beta={beta!r}")
+        check_number("beta", beta, min=0, max=1, max_open=True)
         self.start_lr, self.end_lr, self.num_it = float(start_lr), float(end_lr), int(num_it)
         self.linear, self.beta = bool(linear), float(beta)
         self.stop_div, self.restore = bool(stop_div), bool(restore)
@@ -202,7 +203,7 @@ class LRRangeTest(keras.callbacks.Callback):
     def _batch_loss(self, logs) -> float:
         """This batch's own loss (the mean over its samples), not the epoch's running mean."""
         self._epoch_calls += 1
-        tracker = getattr(self.model, "_loss_tracker", None)
+        tracker = loss_tracker(self.model)
         if tracker is not None:
             total = float(keras.ops.convert_to_numpy(tracker.total))
             count = float(keras.ops.convert_to_numpy(tracker.count))
@@ -232,8 +233,8 @@ class LRRangeTest(keras.callbacks.Callback):
         """(lrs, smoothed) without the first n_skip and last n_skip_end points."""
         lrs, smoothed = np.asarray(self.lrs), np.asarray(self.smoothed)
         n = lrs.size
-        start = n // 10 if n_skip is None else check_int("n_skip", n_skip, 0)
-        end = 5 if n_skip_end is None else check_int("n_skip_end", n_skip_end, 0)
+        start = n // 10 if n_skip is None else check_int("n_skip", n_skip, min=0)
+        end = 5 if n_skip_end is None else check_int("n_skip_end", n_skip_end, min=0)
         if n - start - end < 2:
             # Too short a run to trim: keep everything rather than nothing.
             start, end = 0, 0
@@ -254,10 +255,6 @@ class LRRangeTest(keras.callbacks.Callback):
             )
         lrs, smoothed = self._curve(n_skip, n_skip_end)
         return suggest_lr(lrs, smoothed, method)
-
-    def smoothed_losses(self) -> np.ndarray:
-        """The recorded batch losses smoothed again from scratch (same as `smoothed`)."""
-        return smooth_losses(self.losses, self.beta)
 
     def _axes(self, ax, figsize):
         if ax is not None:

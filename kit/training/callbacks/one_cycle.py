@@ -6,9 +6,10 @@ import warnings
 
 import keras
 
+from kit.checks import check_int
 from kit.training.callbacks.sgdr import steps_per_epoch_of
 from kit.training.optimizers import inner_optimizer, set_learning_rate, set_momentum
-from kit.training.schedules import check_int, one_cycle_lr, one_cycle_momentum
+from kit.training.schedules import one_cycle_lr, one_cycle_momentum
 
 
 class OneCycle(keras.callbacks.Callback):
@@ -50,7 +51,7 @@ class OneCycle(keras.callbacks.Callback):
         steps_per_epoch: int | None = None,
     ):
         super().__init__()
-        self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, 2)
+        self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, min=2)
         # Validate every argument now, through the pure functions, rather than mid-fit.
         one_cycle_lr(0, self.total_steps or 2, max_lr, div, pct_start, final_div)
         one_cycle_momentum(0, self.total_steps or 2, base_momentum, max_momentum, pct_start)
@@ -62,7 +63,7 @@ class OneCycle(keras.callbacks.Callback):
         )
         self.base_momentum, self.max_momentum = float(base_momentum), float(max_momentum)
         self.cycle_momentum = bool(cycle_momentum)
-        self.steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, 1)
+        self.steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, min=1)
         self._reset()
 
     def _reset(self) -> None:
@@ -74,7 +75,7 @@ class OneCycle(keras.callbacks.Callback):
         self._reset()
         self._spe = steps_per_epoch_of(self, self.steps_per_epoch)
         epochs = (self.params or {}).get("epochs") or 1
-        self._total = self.total_steps or check_int("total_steps", epochs * self._spe, 2)
+        self._total = self.total_steps or check_int("total_steps", epochs * self._spe, min=2)
         self._momentum_ok = (
             self.cycle_momentum
             and getattr(inner_optimizer(self.model.optimizer), "momentum_variable", None) is not None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import keras
 
+from kit.checks import check_int, check_number
 from kit.training.optimizers import get_learning_rate, set_learning_rate, sync_model_state
-from kit.training.schedules import check_int, sgdr_cycle, sgdr_lr
+from kit.training.schedules import sgdr_cycle, sgdr_lr
 
 WEIGHTS_SUFFIX = ".weights.h5"  # what keras.Model.save_weights insists on
 
@@ -21,7 +21,7 @@ def steps_per_epoch_of(callback: keras.callbacks.Callback, given: int | None) ->
             f"{type(callback).__name__} needs the number of batches per epoch, and fit does not know it "
             "for this data (e.g. a generator). Pass steps_per_epoch= to the callback. Received steps_per_epoch=None"
         )
-    return check_int("steps_per_epoch", steps, 1)
+    return check_int("steps_per_epoch", steps, min=1)
 
 
 def save_weights_atomically(model: keras.Model, path: str) -> None:
@@ -66,10 +66,8 @@ class SGDR(keras.callbacks.Callback):
         on_cycle_end: Callable[[int], object] | None = None,
     ):
         super().__init__()
-        if base_lr is not None and not (math.isfinite(base_lr) and base_lr >= 0):
-            raise ValueError(f"`base_lr` must be None or a finite number >= 0. Received base_lr={base_lr!r}")
-        if not (math.isfinite(min_lr) and min_lr >= 0):
-            raise ValueError(f"`min_lr` must be a finite number >= 0. Received min_lr={min_lr!r}")
+        check_number("base_lr", base_lr, min=0, none_ok=True)
+        check_number("min_lr", min_lr, min=0)
         if cycle_save_name is not None and not str(cycle_save_name).endswith(WEIGHTS_SUFFIX):
             raise ValueError(
                 f"`cycle_save_name` must end in {WEIGHTS_SUFFIX!r} (Keras' rule for weights files). "
@@ -78,10 +76,10 @@ class SGDR(keras.callbacks.Callback):
         if on_cycle_end is not None and not callable(on_cycle_end):
             raise ValueError(f"`on_cycle_end` must be callable. Received on_cycle_end={on_cycle_end!r}")
         self.base_lr = base_lr
-        self.cycle_len = check_int("cycle_len", cycle_len, 1)
-        self.cycle_mult = check_int("cycle_mult", cycle_mult, 1)
+        self.cycle_len = check_int("cycle_len", cycle_len, min=1)
+        self.cycle_mult = check_int("cycle_mult", cycle_mult, min=1)
         self.min_lr = float(min_lr)
-        self.steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, 1)
+        self.steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, min=1)
         self.cycle_save_name = cycle_save_name
         self.on_cycle_end = on_cycle_end
         self._reset()
