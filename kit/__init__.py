@@ -39,6 +39,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
             "RandomZoom",
         )
     },
+    "get_cv_idxs": ("kit.data.labels", None),  # lesson 2's validation rows for from_csv
     "ConvLearner": ("kit.training.learner", None),
     **{
         n: ("kit.models.archs", None)

@@ -44,12 +44,20 @@ def _common(p: argparse.ArgumentParser, slug_default: str | None = DEFAULT_SLUG)
     )
 
 
-def _folder(p: argparse.ArgumentParser) -> None:
+def _folder(p: argparse.ArgumentParser, labels: bool = True) -> None:
     p.add_argument(
         "--folder",
         default=None,
-        help="any class-folder tree (train/<class>/, valid/<class>/, optional test/) instead of a competition; may be read-only",
+        help="any data folder instead of a competition, may be read-only: train/<class>/ + valid/<class>/, an image "
+        "folder with a labels CSV beside it (Kaggle's layout), or train/<class>/ alone; an optional test folder",
     )
+    if labels:
+        p.add_argument(
+            "--labels", default=None, metavar="FILE", help="--folder's labels CSV (id,label; default: found by looking)"
+        )
+        p.add_argument(
+            "--images", default=None, metavar="DIR", help="the folder of images the CSV's ids name (default: found)"
+        )
     p.add_argument(
         "--work-dir",
         default=None,
@@ -130,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="the random seed (default: the recipe's, else 42)")
     p.add_argument(
+        "--metric",
+        default=None,
+        help="shown beside accuracy and log loss: log_loss, accuracy, roc_auc, f1_micro, quadratic_kappa "
+        "(default: the competition's)",
+    )
+    p.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -140,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="plots and report.html of the latest run")
     _common(p)
-    _folder(p)
+    _folder(p, labels=False)
     p.add_argument(
         "--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)"
     )
@@ -153,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "named on stderr and skipped; the exit status is 0 if at least one image was predicted.",
     )
     _common(p)
-    _folder(p)
+    _folder(p, labels=False)
     p.add_argument(
         "--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)"
     )
@@ -171,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         "mistake at p=0 would cost infinity; clipped, it costs at most log(200)=5.3.",
     )
     _common(p)
+    _folder(p, labels=False)
+    p.add_argument(
+        "--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)"
+    )
     p.add_argument("-m", "--message", default=None, help="submission message shown on Kaggle")
     p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
     p.add_argument(
@@ -232,6 +250,9 @@ def _train(a: argparse.Namespace) -> None:
         devices=a.devices,
         folder=_source(a),
         work_dir=a.work_dir,
+        labels=a.labels,
+        images=a.images,
+        metric=a.metric,
         data_dir=a.data_dir,
         mixed_precision=a.mixed_precision,
     )
@@ -352,8 +373,20 @@ def _real(a: argparse.Namespace) -> None:
 def _submit(a: argparse.Namespace) -> None:
     from kit.jobs.pipeline import submit
 
-    r = submit(a.competition, a.data_dir, message=a.message, dry_run=a.dry_run, eps=a.eps, out_dir=a.out_dir)
+    r = submit(
+        a.competition,
+        a.data_dir,
+        message=a.message,
+        dry_run=a.dry_run,
+        eps=a.eps,
+        out_dir=a.out_dir,
+        run=a.run,
+        folder=_source(a),
+        work_dir=a.work_dir,
+    )
     line = f"submit: {r.path} ({r.n_rows} rows, valid)"
+    if r.also is not None:
+        line += f", also {r.also}"
     if r.local_score is not None:
         line += f", local {r.metric} {r.local_score:.4f}"
     if r.status is not None:

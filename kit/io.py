@@ -288,6 +288,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     return path
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copies a (small) file to `dst` atomically: a reader of `dst` sees the old file or the whole new one."""
+    return atomic_write(dst, Path(src).read_bytes())
+
+
 def finite_json(obj: Any) -> Any:
     """`obj` with every non-finite float replaced by None, so the JSON stays valid (no bare NaN)."""
     if isinstance(obj, float):

@@ -1,4 +1,8 @@
-"""Accuracy and log loss: the one implementation every job, report and submission score uses.
+"""The metrics Kaggle scores by: the one implementation every job, report and submission score uses.
+
+Accuracy and log loss are pure numpy; ROC AUC, micro-F1 and quadratic weighted kappa are scikit-learn's
+(imported when first used). `METRICS` names each with how it reads its input and which way is better,
+and `score(name, y, probs)` computes any of them from (N, c) probabilities.
 
 Pure numpy on (N, c) probabilities (or a binary competition's (N,) probabilities of the positive
 class) and integer labels. The log loss is the mean cross-entropy of the true class, that class's
@@ -16,9 +20,26 @@ nll(y, log_probs)                       # the same log loss, from log-probabilit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["LOG_LOSS_EPS", "SKLEARN_EPS", "accuracy", "log_loss", "log_losses", "nll", "true_class_probs"]
+__all__ = [
+    "LOG_LOSS_EPS",
+    "METRICS",
+    "SKLEARN_EPS",
+    "Metric",
+    "accuracy",
+    "f1_micro",
+    "log_loss",
+    "log_losses",
+    "nll",
+    "quadratic_kappa",
+    "roc_auc",
+    "score",
+    "true_class_probs",
+]
 
 LOG_LOSS_EPS = 1e-15  # Kaggle's clip: a p = 0 costs log(1e15) = 34.5
 SKLEARN_EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clip for float64 probabilities
@@ -66,3 +87,85 @@ def accuracy(y: np.ndarray | list, pred: np.ndarray | list) -> float:
     if pred.ndim == 2:
         pred = pred.argmax(axis=1)
     return float(np.mean(pred == y)) if len(y) else float("nan")
+
+
+def _predicted(pred: np.ndarray | list) -> np.ndarray:
+    """Labels from labels (N,) or from (N, c) scores (their argmax)."""
+    pred = np.asarray(pred)
+    return pred.argmax(axis=1) if pred.ndim == 2 else pred
+
+
+def roc_auc(y: np.ndarray | list, probs: np.ndarray) -> float:
+    """The area under the ROC curve of a binary problem (scikit-learn's `roc_auc_score`): `probs` are
+    (N, 2) probabilities or (N,) probabilities of class 1. NaN when only one class is present (no curve)."""
+    from sklearn.metrics import roc_auc_score
+
+    probs = np.asarray(probs, dtype=np.float64)
+    y = _labels(y, len(probs))
+    if probs.ndim == 2:
+        if probs.shape[1] != 2:
+            raise ValueError(f"roc_auc is for two classes; received probabilities of {probs.shape[1]} classes.")
+        probs = probs[:, 1]
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, probs))
+
+
+def f1_micro(y: np.ndarray | list, pred: np.ndarray | list) -> float:
+    """Micro-averaged F1 of single-label predictions (scikit-learn's `f1_score(average="micro")`); for one
+    label per row it equals accuracy, as Kaggle's plant seedlings leaderboard shows. NaN for no rows."""
+    from sklearn.metrics import f1_score
+
+    pred = _predicted(pred)
+    y = _labels(y, len(pred))
+    return float(f1_score(y, pred, average="micro")) if len(y) else float("nan")
+
+
+def quadratic_kappa(y: np.ndarray | list, pred: np.ndarray | list, n_classes: int | None = None) -> float:
+    """Cohen's kappa with quadratic weights (scikit-learn's `cohen_kappa_score(weights="quadratic")`), for
+    ordered classes 0..c-1 (APTOS' grades): a miss by two grades costs four times a miss by one. `n_classes`
+    (default: (N, c) scores' c) fixes the grid so an absent grade still counts. NaN for no rows or one grade."""
+    from sklearn.metrics import cohen_kappa_score
+
+    pred_arr = np.asarray(pred)
+    if n_classes is None and pred_arr.ndim == 2:
+        n_classes = pred_arr.shape[1]
+    pred_arr = _predicted(pred_arr)
+    y = _labels(y, len(pred_arr))
+    labels = list(range(n_classes)) if n_classes is not None else None
+    if len(y) == 0 or (len(np.unique(y)) < 2 and len(np.unique(pred_arr)) < 2):
+        return float("nan")
+    return float(cohen_kappa_score(y, pred_arr, weights="quadratic", labels=labels))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How one metric is computed from (N, c) probabilities and integer labels, and which way is better."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool
+    on_probabilities: bool  # scored on probabilities (log loss, AUC), not on the predicted class
+
+
+METRICS: dict[str, Metric] = {
+    "log_loss": Metric("log_loss", lambda y, p: log_loss(y, p), False, True),
+    "accuracy": Metric("accuracy", accuracy, True, False),
+    "roc_auc": Metric("roc_auc", roc_auc, True, True),
+    "f1_micro": Metric("f1_micro", f1_micro, True, False),
+    "quadratic_kappa": Metric("quadratic_kappa", quadratic_kappa, True, False),
+}
+
+
+def score(name: str, y: np.ndarray | list, probs: np.ndarray) -> float:
+    """The metric `name` (a key of METRICS) of (N, c) probabilities against integer labels.
+
+    Example:
+
+    ```python
+    score("roc_auc", y, probs)   # e.g. 0.991
+    ```
+    """
+    if name not in METRICS:
+        raise ValueError(f"Unknown metric {name!r}: choose one of {', '.join(METRICS)}.")
+    return METRICS[name].fn(np.asarray(y), np.asarray(probs))

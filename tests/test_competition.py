@@ -94,7 +94,7 @@ def test_digits_declaration():
         (dict(classes=("cats", "../dogs")), "plain folder name"),
         (dict(train_zip="nope.zip"), "train_zip must be one of files"),
         (dict(positive_class=None), "positive_class"),
-        (dict(submission_kind="class_index"), "metric='log_loss' needs submission_kind='probability'"),
+        (dict(submission_kind="class_index"), "metric='log_loss' is scored on probabilities"),
         (dict(submission_kind="ranks"), "submission_kind must be one of"),
         (dict(metric="auc"), "metric must be one of"),
         (dict(eps=0.5), r"eps must be a finite number in \[0, 0.5\)"),

@@ -1,8 +1,8 @@
 """A run's report: the lesson's plots as PNGs and one report.html that opens in any browser.
 
 `write_report` saves every plot of an `Interpretation` into the run folder, copies the run's
-LR-finder plot beside them, and writes `report.html` (metrics, per-class table, confusion matrix,
-fit history, the resolved training config) and `metrics.json`. The HTML needs no network: styles
+LR-finder plot beside them, and writes `report.html` (metrics, the competition's metric among them,
+per-class table, confusion matrix, fit history, the resolved training config) and `metrics.json`. The HTML needs no network: styles
 are inline and plots are referenced by relative path (or embedded with `embed=True`, for a single
 file to send around). Every file is written to a temporary name in the same folder and renamed, so
 an interrupted run never leaves a half-written file.
@@ -12,6 +12,7 @@ Example:
 ```python
 interp = learn.interpret()
 write_report(interp, "runs/2024-01-01", lr_finder_png="runs/2024-01-01/lr_find.png", config=asdict(cfg))
+write_report(interp, "runs/2024-01-01", history=learn.history, metric="roc_auc")  # the competition's figure too
 ```
 """
 
@@ -34,8 +35,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kit.analysis.interpretation import Interpretation
-from kit.checks import check_int
+from kit.checks import check_choice, check_int
 from kit.io import atomic_write, atomic_write_json
+from kit.metrics import METRICS, score
 
 __all__ = ["write_report", "REPORT_NAME"]
 
@@ -168,6 +170,7 @@ def write_report(
     seed: int | None = 0,
     embed: bool = False,
     max_class_plots: int = MAX_CLASS_PLOTS,
+    metric: str | None = None,
 ) -> Path:
     """Writes the plots, `metrics.json` and `report.html` of a run into `run_dir`.
 
@@ -191,6 +194,10 @@ def write_report(
         seed: int or None. Seed of the random correct/incorrect picks, for a reproducible report.
         embed: bool. Embed the plots in the HTML as base64 so it is a single portable file.
         max_class_plots: int. Per-class plots for at most this many classes (lowest recall first).
+        metric: str or None. The competition's metric (a key of `kit.metrics.METRICS`): its validation
+            figure, from the Interpretation's probabilities, is shown beside accuracy and log loss and
+            written to `metrics.json` under its name (with `"metric": name`). A history's rows show
+            their `<metric>` column as they show every key.
 
     Returns:
         Path of `report.html`.
@@ -201,6 +208,11 @@ def write_report(
     max_class_plots = check_int("max_class_plots", max_class_plots, min=0)
     config_items = _config_dict(config) if config is not None else None
     history_table = _history_rows(history) if history is not None else None
+    extra: tuple[str, float] | None = None  # (name, figure) of a metric the table does not show already
+    if metric is not None:
+        check_choice("metric", metric, METRICS, prefix="write_report's ")
+        if metric not in ("accuracy", "log_loss"):
+            extra = (metric, score(metric, interp.y, interp.probs))  # before writing: roc_auc of 3 classes raises
     lr_src = None
     if lr_finder_png is not None:
         lr_src = Path(lr_finder_png)
@@ -261,6 +273,8 @@ def write_report(
         run_dir / "metrics.json",
         {
             **metrics,
+            **({"metric": metric} if metric is not None else {}),
+            **(dict([extra]) if extra is not None else {}),
             "classes": interp.classes,
             "per_class": interp.per_class(),
             "confusion_matrix": interp.confusion_matrix().astype(int).tolist(),
@@ -301,8 +315,10 @@ def write_report(
                 ["correct", metrics["n_correct"]],
                 ["accuracy", metrics["accuracy"]],
                 ["log loss", metrics["log_loss"]],
+                *([list(extra)] if extra is not None else []),
             ],
         ),
+        *([f'<p class="note">Competition metric: {html.escape(metric)}.</p>'] if metric is not None else []),
         "<h2>Per class</h2>",
         _table(
             ["class", "precision", "recall", "F1", "support"],

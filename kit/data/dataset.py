@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -15,6 +17,9 @@ from kit.data.cache import default_workers, pixels_key, start_decoding
 from kit.data.decode_job import DecodeJob
 from kit.data.files import check_same_classes, read_class_folders, read_flat_folder
 from kit.data.transforms import Transforms
+
+if TYPE_CHECKING:
+    from kit.data.labels import LabelledFiles
 
 
 class Batches(keras.utils.PyDataset):
@@ -152,6 +157,22 @@ class Split:
     def key(self) -> str:
         """Names the pixels this split feeds (its image cache and kept rows), for caches derived from them."""
         return pixels_key(self.images, self.rows, self.files)
+
+
+def _check_val_idxs(val_idxs: Sequence[int] | np.ndarray, n: int, source: str) -> np.ndarray:
+    """Sorted, distinct row indices in [0, n) that leave at least one training row."""
+    val = np.asarray(val_idxs)
+    if val.ndim != 1 or (val.size and not np.issubdtype(val.dtype, np.integer)):
+        raise ValueError(f"val_idxs must be a 1-D list of row numbers of {source}. Received {val_idxs!r:.80}")
+    val = np.unique(val.astype(np.int64))
+    if len(val) != len(np.asarray(val_idxs)):
+        raise ValueError(f"val_idxs must not repeat a row of {source}; {len(np.asarray(val_idxs)) - len(val)} repeat.")
+    if val.size == 0 or val[0] < 0 or val[-1] >= n or len(val) >= n:
+        raise ValueError(
+            f"val_idxs must be between 1 and {n - 1} distinct rows in [0, {n}) of {source} (some rows must train). "
+            f"Received {len(val)} rows in [{val.min(initial=0)}, {val.max(initial=0)}]."
+        )
+    return val
 
 
 def _first_per_class(files: list[Path], y: np.ndarray, n: int) -> tuple[list[Path], np.ndarray]:
@@ -300,25 +321,168 @@ class ImageClassifierData:
         from kit.env import work_dir_for
 
         path = Path(path)
+        check_int("max_per_class", max_per_class, min=1, none_ok=True)
+        trn_files, trn_y, classes = read_class_folders(path, trn_name)
+        val_files, val_y, val_classes = read_class_folders(path, val_name)
+        check_same_classes(classes, val_classes, path, trn_name, val_name)
+        test_files = read_flat_folder(path / test_name) if test_name else None
+        return cls.from_lists(
+            path,
+            classes,
+            (trn_files, trn_y),
+            (val_files, val_y),
+            test_files,
+            tfms=tfms,
+            bs=bs,
+            names=(trn_name, val_name, test_name),
+            num_workers=num_workers,
+            progress=progress,
+            work_dir=work_dir_for(path, work_dir),
+            tmp_dir=tmp_dir,
+            max_per_class=max_per_class,
+        )
+
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | Path,
+        folder: str,
+        csv_fname: str | Path,
+        val_idxs: Sequence[int] | np.ndarray | None = None,
+        suffix: str | None = "",
+        test_name: str | None = None,
+        tfms: tuple[Transforms, Transforms] | None = None,
+        bs: int = 64,
+        val_pct: float = 0.2,
+        seed: int = 42,
+        id_column: str | None = None,
+        label_column: str | None = None,
+        num_workers: int | None = None,
+        progress: bool = True,
+        work_dir: str | Path | None = None,
+        tmp_dir: str | Path | None = None,
+        max_per_class: int | None = None,
+    ) -> ImageClassifierData:
+        """Images of `path/folder` labelled by a CSV (`id,label`), read where they lie: lesson 2's
+
+            ImageClassifierData.from_csv(PATH, "train", f"{PATH}labels.csv", test_name="test",
+                                         val_idxs=get_cv_idxs(n), suffix=".jpg", tfms=tfms, bs=bs)
+
+        Args:
+            path: str or Path. The competition's folder (may be read-only, e.g. /kaggle/input/<slug>).
+            folder: str. The images' folder inside `path`.
+            csv_fname: str or Path. The labels CSV (absolute, or inside `path`); see `read_labels_csv`
+                for the rules each row must follow.
+            val_idxs: the CSV rows (0 = the first after the header) that validate; None: a seeded 20%
+                split, stratified where every class has two rows or more, recorded under
+                `work_dir/splits/` so that every later run validates on the same images.
+            suffix: str or None. Appended to an id to name its file (".jpg"); None infers it.
+            test_name: str or None. A flat folder of unlabelled test images inside `path`.
+            val_pct, seed: the split made when val_idxs is None.
+            id_column, label_column: the CSV's columns by name (default: its first and second).
+            Others: as `from_paths`.
+        """
+        from kit.data.labels import read_labels_csv, recorded_val_idxs
+        from kit.env import work_dir_for
+
+        path = Path(path)
+        csv_path = Path(csv_fname) if Path(csv_fname).is_absolute() else path / csv_fname
+        table = read_labels_csv(csv_path, path / folder, suffix, id_column, label_column)
         work = work_dir_for(path, work_dir)
+        if val_idxs is None:
+            val_idxs, _ = recorded_val_idxs(table, work, val_pct, seed)
+        return cls.from_table(
+            path,
+            table,
+            val_idxs,
+            test_files=read_flat_folder(path / test_name) if test_name else None,
+            tfms=tfms,
+            bs=bs,
+            test_name=test_name,
+            num_workers=num_workers,
+            progress=progress,
+            work_dir=work,
+            tmp_dir=tmp_dir,
+            max_per_class=max_per_class,
+        )
+
+    @classmethod
+    def from_table(
+        cls,
+        path: str | Path,
+        table: LabelledFiles,
+        val_idxs: Sequence[int] | np.ndarray,
+        test_files: list[Path] | None = None,
+        tfms: tuple[Transforms, Transforms] | None = None,
+        bs: int = 64,
+        test_name: str | None = None,
+        num_workers: int | None = None,
+        progress: bool = True,
+        work_dir: str | Path | None = None,
+        tmp_dir: str | Path | None = None,
+        max_per_class: int | None = None,
+    ) -> ImageClassifierData:
+        """A labelled list (`kit.data.labels`: a CSV's rows, or one class-folder tree) split by `val_idxs`."""
+        val = _check_val_idxs(val_idxs, len(table), table.source)
+        trn = np.setdiff1d(np.arange(len(table)), val)
+        y, classes = table.y, table.classes
+        files = table.files
+        return cls.from_lists(
+            path,
+            classes,
+            ([files[i] for i in trn], y[trn]),
+            ([files[i] for i in val], y[val]),
+            test_files,
+            tfms=tfms,
+            bs=bs,
+            names=("train", "valid", test_name or "test"),
+            num_workers=num_workers,
+            progress=progress,
+            work_dir=work_dir,
+            tmp_dir=tmp_dir,
+            max_per_class=max_per_class,
+        )
+
+    @classmethod
+    def from_lists(
+        cls,
+        path: str | Path,
+        classes: list[str],
+        trn: tuple[list[Path], np.ndarray],
+        val: tuple[list[Path], np.ndarray],
+        test_files: list[Path] | None,
+        tfms: tuple[Transforms, Transforms] | None = None,
+        bs: int = 64,
+        names: tuple[str, str, str | None] = ("train", "valid", "test"),
+        num_workers: int | None = None,
+        progress: bool = True,
+        work_dir: str | Path | None = None,
+        tmp_dir: str | Path | None = None,
+        max_per_class: int | None = None,
+    ) -> ImageClassifierData:
+        """The data object over files already listed: (files, labels) of train and valid, test files.
+
+        Every constructor ends here; the images start decoding into `tmp_dir` (see the class)."""
+        from kit.env import work_dir_for
+
+        path = Path(path)
+        work = Path(work_dir) if work_dir is not None else work_dir_for(path)
         tmp = Path(tmp_dir) if tmp_dir is not None else work / "tmp"
         check_int("max_per_class", max_per_class, min=1, none_ok=True)
         if tfms is None:
             tfms = (Transforms(224), Transforms(224))
         check_int("bs", bs, min=1)
         workers = default_workers() if num_workers is None else int(num_workers)
-        trn_files, trn_y, classes = read_class_folders(path, trn_name)
-        val_files, val_y, val_classes = read_class_folders(path, val_name)
-        check_same_classes(classes, val_classes, path, trn_name, val_name)
+        (trn_files, trn_y), (val_files, val_y) = trn, val
         if max_per_class is not None:
             trn_files, trn_y = _first_per_class(trn_files, trn_y, max_per_class)
             val_files, val_y = _first_per_class(val_files, val_y, max_per_class)
-        test_files = read_flat_folder(path / test_name) if test_name else None
+        trn_name, val_name, test_name = names
         sz = tfms[1].sz
 
         wanted = [(trn_name, trn_files, trn_y, classes), (val_name, val_files, val_y, classes)]
         if test_files is not None:
-            wanted.append((test_name, test_files, None, None))
+            wanted.append((test_name or "test", test_files, None, None))
         jobs = start_decoding(
             [(name, files) for name, files, _, _ in wanted], sz, tmp, num_workers=workers, progress=progress
         )
@@ -326,9 +490,9 @@ class ImageClassifierData:
         for s in splits:
             if s.decoding is None:
                 s._ready()  # decoded already: its warnings and errors come from here, as they always did
-        trn, val = splits[:2]
+        trn_split, val_split = splits[:2]
         test = splits[2] if test_files is not None else None
-        return cls(path, classes, trn, val, test, tfms, bs, workers, work_dir=work, tmp_dir=tmp)
+        return cls(path, list(classes), trn_split, val_split, test, tfms, bs, workers, work_dir=work, tmp_dir=tmp)
 
     @classmethod
     def from_classes(

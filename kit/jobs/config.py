@@ -29,9 +29,15 @@ from kit.training.device import PRECISION_NAMES
 class TrainConfig:
     competition: str = "dogs-vs-cats-redux-kernels-edition"
     data_dir: str | None = None  # --data-dir wins; None: /kaggle/working/data in a Kaggle notebook, else ./data
-    # Any class-folder tree (train/<class>/, valid/<class>/, test/): used instead of the competition.
+    # Any data folder instead of the competition: train/<class>/ + valid/<class>/, an image folder with a labels
+    # CSV beside it, or train/<class>/ alone (kit.data.layouts finds which).
     folder: str | None = None
     work_dir: str | None = None  # caches and runs of `folder`; None: the folder if writable, else the user cache
+    labels: str | None = None  # `folder`'s labels CSV (relative to it or absolute); None: found by looking
+    images: str | None = None  # the image folder the CSV's ids name; None: found by looking
+    val_pct: float = 0.2  # the validation share split from a CSV or a lone train/<class>/ (never from valid/)
+    split_seed: int = 42  # that split's seed, apart from `seed`: every seed validates on the same images
+    metric: str | None = None  # shown in the epoch table and report; None: the competition's (a folder: none)
     arch: str = "resnet50"  # Keras has no ResNet34, the lesson's arch; 50 is the nearest
     weights: str = "imagenet"  # "imagenet", "none", or a weights file
     size: int = 224  # the lesson's sz: what ImageNet models were trained at
@@ -215,6 +221,12 @@ def _validate(cfg: TrainConfig) -> None:
         check_int(n, getattr(cfg, n), min=0, prefix=c)
     check_int("cycle_len", cfg.cycle_len, min=0, none_ok=True, prefix=c)
     check_int("max_per_class", cfg.max_per_class, min=1, none_ok=True, prefix=c)
+    check_int("split_seed", cfg.split_seed, prefix=c)
+    check_number("val_pct", cfg.val_pct, min=0, max=1, min_open=True, max_open=True, prefix=c)
+    if cfg.metric is not None:
+        from kit.metrics import METRICS
+
+        check_choice("metric", cfg.metric, tuple(METRICS), prefix=c)
     memory = physical_memory()
     batch = cfg.bs * cfg.size**2 * 3 * 4  # one batch of float32 pixels, the least a step holds
     if memory and batch > memory // 2:

@@ -6,13 +6,16 @@ the CLI prints and turns exceptions into exit codes.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.env import default_data_dir, in_kaggle_notebook, work_dir_for
+from kit.env import default_data_dir, in_kaggle_notebook, work_dir_for, working_dir
+from kit.io import atomic_copy
 from kit.kaggle.competition import Competition, get_competition
-from kit.kaggle.layout import kaggle_input_dir, prepare_layout
+from kit.kaggle.layout import kaggle_input_dir, prepare_labelled_layout, prepare_layout, read_layout
 from kit.kaggle.submission import score_submission, write_submission  # write_submission validates, once
 from kit.run import RunFolder
 
@@ -44,9 +47,12 @@ def source_files(comp: Competition, root: Path, progress: bool = True) -> tuple[
         mounted = kaggle_input_dir(comp)
         if mounted is not None:
             return mounted, f"Kaggle input {mounted}"
-    from kit.kaggle.client import download_competition
+    from kit.kaggle.client import download_bundle, download_competition
 
-    download_competition(comp.slug, zips, files=list(comp.files), progress=progress)
+    if comp.bundle:
+        download_bundle(comp.slug, zips, progress=progress)
+    else:
+        download_competition(comp.slug, zips, files=list(comp.files), progress=progress)
     return zips, "downloaded with the Kaggle API"
 
 
@@ -69,6 +75,11 @@ def download(
     comp = get_competition(slug)
     data = data_dir_or_default(data_dir)
     src, how = source_files(comp, data / comp.slug, progress=progress)
+    if comp.label_from_name is None:  # labels in a CSV or in class folders: the images stay where they are
+        root = prepare_labelled_layout(comp, src, data, force=force, progress=progress)
+        record = read_layout(root)
+        counts = {"train": sum(record["counts"]["train"].values()), "test": record["counts"]["test"]}
+        return DownloadResult(root, how, counts)
     root = prepare_layout(comp, src, data, valid=valid, seed=seed, force=force, progress=progress)
     counts = {
         split: sum(1 for p in (root / split).rglob("*") if p.is_file())
@@ -110,13 +121,15 @@ def analyze(
     p = rf.read_predictions()
     interp = Interpretation(p.val_files, p.val_y, p.val_probs, classes=p.classes)
     lr_png = rf.lr_find_png
+    history = rf.read_history()
     return write_report(
         interp,
         rf.path,
         lr_finder_png=lr_png if lr_png.is_file() else None,
         config=rf.read_config() or None,
-        history=rf.read_history().get("history"),
+        history=history.get("history"),
         title=f"{title}: {rf.name}",
+        metric=(history.get("final") or {}).get("metric"),
     )
 
 
@@ -127,6 +140,38 @@ class SubmitResult:
     local_score: float | None = None
     metric: str = ""
     status: object | None = None
+    also: Path | None = None  # /kaggle/working/submission.csv, in a Kaggle notebook
+
+
+KAGGLE_SUBMISSION = "submission.csv"  # what a code competition's notebook must leave in /kaggle/working
+
+
+def _folder_format(folder: Path, config: dict, classes: list[str], comp: Competition | None):
+    """The submission format of a `--folder` run: its competition's, when the folder is one (named by its
+    slug, as /kaggle/input/<slug> is), else read from the folder's sample_submission.csv."""
+    from kit.data.layouts import detect_layout
+    from kit.kaggle.submission import competition_format, format_from_sample
+
+    layout = detect_layout(folder, config.get("labels"), config.get("images"))
+    sample = layout.sample_submission
+    if comp is not None:
+        return competition_format(comp, classes=classes, sample=sample)
+    if sample is None:
+        raise FileNotFoundError(
+            f"kit submit --folder {folder}: no sample_submission.csv there to give the submission's format "
+            "(its header and ids). Add it, or name the competition with -c SLUG."
+        )
+    from kit.kaggle.competition import PROBABILITY_METRICS
+
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "-", folder.name).strip(".-") or "submission"
+    metric = config.get("metric") or None
+    with open(sample, newline="", encoding="utf-8-sig") as f:
+        per_class = len(next(csv.reader(f), [])) > 2
+    # The run's metric says how the valid split was shown; it names the submission's only when the sample's
+    # shape allows it (a column per class is always probabilities).
+    if per_class and metric not in PROBABILITY_METRICS:
+        metric = None
+    return format_from_sample(sample, classes, name=name, metric=metric)
 
 
 def submit(
@@ -137,26 +182,61 @@ def submit(
     out_dir: str | Path = "submissions",
     run: str | Path | None = None,
     eps: float | None = None,
+    folder: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> SubmitResult:
-    """Writes the latest run's test predictions as a validated CSV; uploads it unless dry_run."""
-    comp = get_competition(slug)
-    root = data_dir_or_default(data_dir) / comp.slug
+    """Writes the latest (or given) run's test predictions as a validated CSV; uploads it unless dry_run.
+
+    The format is the competition's; for `folder` (any data folder), the competition's whose slug names
+    the folder, else the one its sample_submission.csv shows (header, class columns' order, ids). In a
+    Kaggle notebook the file is also written as /kaggle/working/submission.csv, what a code competition
+    scores.
+    """
+    from kit.kaggle.submission import competition_format
+
+    comp: Competition | None = None
+    if folder is not None:
+        folder = Path(folder)
+        root = work_dir_for(folder, work_dir)
+        try:
+            comp = get_competition(folder.resolve().name)
+        except ValueError:
+            comp = None
+    else:
+        comp = get_competition(slug)
+        root = data_dir_or_default(data_dir) / comp.slug
     rf = RunFolder.resolve(root, run).require_finished()
     run_dir = rf.path
     p = rf.read_predictions()
-    if p.test_probs is None:
-        raise ValueError(f"Run {run_dir} has no test predictions: {root / 'test'} was missing at training time.")
-    ids = [comp.test_id(Path(f).name) for f in p.test_files]
     config = rf.read_config()
+    if p.test_probs is None:
+        where = folder if folder is not None else root / "test"
+        raise ValueError(f"Run {run_dir} has no test predictions: {where} had no test images at training time.")
+    if folder is not None:
+        fmt = _folder_format(folder, config, p.classes, comp)
+    else:
+        from kit.kaggle.layout import read_layout
+
+        record = read_layout(root) or {}
+        sample = (record.get("layout") or {}).get("sample_submission")
+        fmt = competition_format(comp, classes=p.classes, sample=Path(sample) if sample else None)
+    ids = [fmt.id_of(Path(f).name) for f in p.test_files]
     if in_kaggle_notebook() and str(out_dir) == "submissions":
         out_dir = default_data_dir().parent / "submissions"
     path = write_submission(
-        comp, ids, p.test_probs, p.classes, out_dir=out_dir, arch=config.get("arch", "model"), eps=eps
+        fmt, ids, p.test_probs, p.classes, out_dir=out_dir, arch=config.get("arch", "model"), eps=eps
     )
-    result = SubmitResult(path, len(ids), metric=comp.metric)
-    if comp.local_answers is not None:
-        result.local_score = score_submission(comp, path, comp.local_answers(root / ZIPS))
+    result = SubmitResult(path, len(ids), metric=fmt.metric)
+    if in_kaggle_notebook():
+        result.also = atomic_copy(path, working_dir() / KAGGLE_SUBMISSION)
+    if comp is not None and comp.local_answers is not None and folder is None:
+        result.local_score = score_submission(fmt, path, comp.local_answers(root / ZIPS))
     if not dry_run:
+        if comp is None:
+            raise ValueError(
+                f"{path} is written, but {folder} is not a known competition to upload to: name it with -c SLUG "
+                "(`kit list`), or pass --dry-run."
+            )
         from kit.kaggle.client import submission_status
         from kit.kaggle.client import submit as kaggle_submit
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from kit import metrics
 from kit.data import ImageClassifierData, tfms_from_model
-from kit.data.files import read_class_folders
+from kit.data.layouts import Layout, Lists, detect_layout
 from kit.data.transforms import AUGMENTATIONS
 from kit.env import work_dir_for
 from kit.jobs.config import TrainConfig, config_from_dict
@@ -67,7 +67,9 @@ class Run:
         f = self.final
         if f["tta"]:
             parts.append(f"with TTA {f['accuracy']:.3f} / {f['log_loss']:.4f}")
-        return f"{', '.join(parts)} (clipped as a submission: {f['clipped_log_loss']:.4f}); run {self.dir}"
+        m = f.get("metric")
+        shown = f", {m} {f[m]:.4f}" if m and m not in ("accuracy", "log_loss") else ""
+        return f"{', '.join(parts)} (clipped as a submission: {f['clipped_log_loss']:.4f}){shown}; run {self.dir}"
 
     @property
     def summary(self) -> str:
@@ -96,18 +98,79 @@ def make_tfms(arch: str, size: int, aug: str = "none", max_zoom: float | None = 
     return tfms_from_model(arch, size, aug_tfms=AUGMENTATIONS[aug], max_zoom=max_zoom if aug != "none" else None)
 
 
-def load_data(cfg: TrainConfig, root: Path, progress: bool = True) -> ImageClassifierData:
-    path = root / "sample" if cfg.sample else root
+def resolve_layout(cfg: TrainConfig, root: Path) -> Layout:
+    """Where the data is and how it is labelled (`kit.data.layouts`): a `--folder` is looked at (its
+    labels CSV found, or named by `cfg.labels` / `cfg.images`); a competition's folder says it in its
+    layout.json (a CSV competition's images stay where they were extracted or mounted); `cfg.sample`
+    is the sample/ tree of class folders."""
+    if cfg.sample:
+        sample = root / "sample"
+        if not (sample / "train").is_dir():
+            raise ValueError(
+                f"--sample trains on {sample}/train/<class>/, which `kit download` makes for competitions whose "
+                f"labels are in file names; {root} has none. Use max_per_class (e.g. 5) for a quick look instead."
+            )
+        # sample/ has no test folder of its own: a quick run still predicts the real test set.
+        test = root / "test" if (root / "test").is_dir() else None
+        return Layout("folders", sample, sample / "train", valid=sample / "valid", test=test)
+    if cfg.folder:
+        return detect_layout(root, cfg.labels, cfg.images)
+    from kit.kaggle.layout import read_layout
+
+    record = read_layout(root) if root.is_dir() else None
+    if record and record.get("layout"):
+        return Layout.from_dict(record["layout"])
+    from kit.kaggle.competition import get_competition
+
+    try:
+        by_name = get_competition(cfg.competition).label_from_name is not None
+    except ValueError:
+        by_name = True  # a folder under data/ with a slug's name: class folders, as always
+    if not by_name:
+        raise FileNotFoundError(
+            f"{root} has no layout.json: run `kit download -c {cfg.competition}` first (it extracts the files and "
+            "checks the labels), or train on a folder in the competition's layout with --folder DIR."
+        )
+    test = root / "test" if (root / "test").is_dir() else None
+    return Layout("folders", root, root / "train", valid=root / "valid", test=test)
+
+
+def data_work_dir(cfg: TrainConfig, root: Path) -> Path:
+    """Where the data's caches (decoded images, activations, the recorded split) go."""
+    if cfg.folder:
+        return work_dir_for(cfg.folder, cfg.work_dir)
+    return root / "sample" if cfg.sample else root
+
+
+def run_metric(cfg: TrainConfig) -> str | None:
+    """The metric shown beside accuracy and log loss: the config's, else the competition's, a folder's
+    when it is named by a competition's slug (/kaggle/input/<slug>), else none."""
+    if cfg.metric is not None:
+        return cfg.metric
+    from kit.kaggle.competition import get_competition
+
+    try:
+        return get_competition(Path(cfg.folder).resolve().name if cfg.folder else cfg.competition).metric
+    except ValueError:  # a folder that is no known competition
+        return None
+
+
+def load_data(
+    cfg: TrainConfig, root: Path, progress: bool = True, layout: Layout | None = None, lists: Lists | None = None
+) -> ImageClassifierData:
+    layout = layout or resolve_layout(cfg, root)
+    work = data_work_dir(cfg, root)
+    lists = lists or layout.lists(work, cfg.val_pct, cfg.split_seed)
     tfms = make_tfms(cfg.arch, cfg.size, cfg.aug, cfg.max_zoom)
-    # A folder's caches go to its work folder (never into a read-only folder); a competition's stay in it.
-    work = work_dir_for(cfg.folder, cfg.work_dir) if cfg.folder else None
-    # sample/ has no test folder of its own: a quick run still predicts the real test set.
-    test_name = "test" if (path / "test").is_dir() else "../test" if (root / "test").is_dir() else None
-    return ImageClassifierData.from_paths(
-        path,
+    return ImageClassifierData.from_lists(
+        layout.root,
+        lists.classes,
+        lists.trn,
+        lists.val,
+        lists.test,
         tfms=tfms,
         bs=cfg.bs,
-        test_name=test_name,
+        names=("train", "valid", "test"),
         num_workers=cfg.num_workers,
         progress=progress,
         work_dir=work,
@@ -276,15 +339,22 @@ def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Pr
     return preds
 
 
-def final_figures(y: np.ndarray, probs: np.ndarray, tta: bool) -> dict[str, float | bool]:
-    """The saved validation predictions' accuracy and log loss, and the log loss once clipped to
-    [eps, 1 - eps] as a log-loss submission is (`kit submit`'s default eps)."""
-    return {
+def final_figures(
+    y: np.ndarray, probs: np.ndarray, tta: bool, metric: str | None = None
+) -> dict[str, float | bool | str]:
+    """The saved validation predictions' accuracy and log loss, the log loss once clipped to
+    [eps, 1 - eps] as a log-loss submission is (`kit submit`'s default eps), and the competition's
+    metric under its name (with `"metric"` naming it)."""
+    out: dict[str, float | bool | str] = {
         "accuracy": metrics.accuracy(y, probs),
         "log_loss": metrics.log_loss(y, probs),
         "clipped_log_loss": metrics.log_loss(y, np.clip(probs, SUBMISSION_EPS, 1 - SUBMISSION_EPS)),
         "tta": tta,
     }
+    if metric is not None:
+        out["metric"] = metric
+        out[metric] = metrics.score(metric, y, probs)
+    return out
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -346,20 +416,26 @@ def find_resume(root: Path, resume: str | Path | bool) -> tuple[RunFolder, dict]
     )
 
 
-def data_fingerprint(path: Path) -> dict:
+def data_fingerprint(layout: Layout, lists: Lists) -> dict:
     """What a run trained on, to recognise the same data later: the classes, and each train and valid
-    file's path inside the folder and size (a copy of the folder elsewhere is the same data)."""
+    file's path inside the data folder and size, and for a made split its label (a copy of the folder
+    elsewhere is the same data)."""
     h = hashlib.sha1()
     counts = {}
-    for split in ("train", "valid"):
-        with warnings.catch_warnings():  # `load_data` lists the same folders again and warns about them once
-            warnings.simplefilter("ignore")
-            files, _, classes = read_class_folders(path, split)
+    base = layout.root
+    labelled_by_folder = layout.kind == "folders"
+    for split, (files, y) in (("train", lists.trn), ("valid", lists.val)):
         counts[split] = len(files)
-        h.update(json.dumps([split, classes]).encode())
-        for f in files:
-            h.update(f"{f.relative_to(path).as_posix()}|{f.stat().st_size if f.is_file() else -1}\n".encode())
-    return {"folder": str(Path(path).resolve()), "key": h.hexdigest()[:16], **counts}
+        h.update(json.dumps([split, lists.classes]).encode())
+        for f, label in zip(files, y):
+            rel = f.relative_to(base).as_posix() if f.is_relative_to(base) else str(f)
+            size = f.stat().st_size if f.is_file() else -1
+            # Class folders carry the label in the path; a CSV's label is in the row.
+            h.update(f"{rel}|{size}{'' if labelled_by_folder else f'|{label}'}\n".encode())
+    out = {"folder": str(Path(base).resolve()), "key": h.hexdigest()[:16], **counts, "layout": layout.kind}
+    if lists.split_record is not None:
+        out["split"] = str(lists.split_record)
+    return out
 
 
 def check_same_data(run: RunFolder, saved: dict | None, now: dict) -> None:
@@ -414,15 +490,18 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
     preflight(cfg)
     seed_everything(cfg.seed)  # every seed, and the backend's deterministic ops (kit.training.seeding)
     root = competition_root(cfg, data_dir)
-    fingerprint = data_fingerprint(root / "sample" if cfg.sample else root)
+    layout = resolve_layout(cfg, root)
+    lists = layout.lists(data_work_dir(cfg, root), cfg.val_pct, cfg.split_seed)  # listed once, warned once
+    fingerprint = data_fingerprint(layout, lists)
     if run is not None:
         check_same_data(run, saved_data, fingerprint)
     if cfg.folder:
-        cfg.folder = str(
-            Path(cfg.folder).resolve()
-        )  # the run records where its data is, never relative to the shell's folder
+        # The run records where its data is, never relative to the shell's folder.
+        cfg.folder = str(Path(cfg.folder).resolve())
         cfg.work_dir = str(Path(cfg.work_dir).resolve()) if cfg.work_dir else None
-    data = load_data(cfg, root, progress=verbose)
+        cfg.labels = str(layout.labels) if layout.labels is not None else None
+        cfg.images = str(layout.images) if layout.kind == "csv" else cfg.images
+    data = load_data(cfg, root, progress=verbose, layout=layout, lists=lists)
     learn = ConvLearner.pretrained(
         cfg.arch,
         data,
@@ -433,6 +512,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
         devices=cfg.devices,
         compilation_cache=cfg.compilation_cache,
     )
+    learn.metric = run_metric(cfg)  # shown in the epoch table, beside accuracy and log loss
     if run is None:  # made only now: a run refused or stopped while building leaves no folder behind
         run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
     # What the run really got (every device's name, the dtype policy, the data) beside what was asked for.
@@ -455,7 +535,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
     learn.save(run.weights_file)
     preds = save_predictions(learn, cfg, run)
     figures = stage_figures(learn.history, stages(cfg, lr))
-    final = final_figures(preds.val_y, preds.val_probs, tta=cfg.tta and cfg.n_aug > 0)
+    final = final_figures(preds.val_y, preds.val_probs, tta=cfg.tta and cfg.n_aug > 0, metric=learn.metric)
     run.write_history(
         {
             "lr": lr,

@@ -8,6 +8,13 @@ Importing this package loads neither Keras nor the `kaggle` client; `kit.kaggle.
 client only when a download or an upload runs.
 """
 
-from kit.kaggle.competition import Competition, get_competition, label_by_prefix, list_competitions
+from kit.kaggle.competition import (
+    Competition,
+    get_competition,
+    id_from_name,
+    id_from_stem,
+    label_by_prefix,
+    list_competitions,
+)
 
-__all__ = ["Competition", "get_competition", "label_by_prefix", "list_competitions"]
+__all__ = ["Competition", "get_competition", "id_from_name", "id_from_stem", "label_by_prefix", "list_competitions"]

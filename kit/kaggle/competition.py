@@ -33,9 +33,13 @@ from kit.data.images import is_image_name  # noqa: F401 - the one list of image 
 # The submission kinds a plugin may declare:
 #   "probability": one column, the probability of `positive_class` (binary, e.g. redux's P(dog));
 #   "class_index": the predicted class's position in `Competition.classes` (2013: 1 = dog, 0 = cat);
-#   "class_name":  the predicted class's folder name (digits: "0" … "9").
-SUBMISSION_KINDS = ("probability", "class_index", "class_name")
-METRICS = ("log_loss", "accuracy")
+#   "class_name":  the predicted class's folder name (digits: "0" … "9");
+#   "probabilities": one column per class, headed by the class names (dog breeds' 120 columns).
+SUBMISSION_KINDS = ("probability", "class_index", "class_name", "probabilities")
+# How Kaggle scores, and how the kit scores the validation split (`kit.metrics.METRICS` computes them).
+METRICS = ("log_loss", "accuracy", "roc_auc", "f1_micro", "quadratic_kappa")
+# The metrics scored on probabilities; the others on a predicted class.
+PROBABILITY_METRICS = ("log_loss", "roc_auc")
 # Kaggle scores a log-loss submission with -log(p) for the true class: a confident wrong answer
 # (p = 0) costs infinity and one such row ruins the score. Clipping to [eps, 1 - eps] caps that
 # cost at log(1/eps) = 5.3 for eps = 0.005, while a right answer at 1 - eps costs only 0.005.
@@ -84,6 +88,11 @@ def id_from_stem(filename: str) -> str:
     return Path(filename).stem
 
 
+def id_from_name(filename: str) -> str:
+    """The test id of competitions whose ids keep the extension ("0a1b.png" → "0a1b.png")."""
+    return Path(filename).name
+
+
 @dataclass(frozen=True)
 class Competition:
     """A Kaggle image-classification competition, as a plugin declares it.
@@ -101,18 +110,29 @@ class Competition:
     Args:
         slug: String. The Kaggle competition slug, also the folder under the data directory.
         title: String. A human-readable name.
-        classes: Tuple of strings. The class folder names; their order defines "class_index".
+        classes: Tuple of strings. The class names; their order defines "class_index". Empty for a
+            `labels_csv` competition whose classes are the labels found in the CSV.
         files: Tuple of strings. The files to download from the competition.
         train_zip: String. The file among `files` holding the labelled training images (a zip,
             or, when already extracted, a folder named like the zip without `.zip`).
         test_zip: String. The file among `files` holding the unlabelled test images.
-        label_from_name: Callable. Training file name → class folder name, or None for a file that
-            is not a training image.
+        label_from_name: Callable or None. Training file name → class folder name, or None for a file
+            that is not a training image. None when the labels are in `labels_csv` or in class folders.
+        labels_csv: String or None. The file among `files` holding the labels, one row per training
+            image (`id,label`): the images are read where they lie, never copied into class folders.
+        id_column, label_column: Strings or None. The CSV's columns (None: its first and second).
+        suffix: String. Appended to a CSV id to name its image (".jpg"); "" when the id is the file name.
+        labels_from_folders: Boolean. The training images lie in `train_folder/<class>/` (read in place).
+        train_folder, test_folder: Strings. The image folders inside the extracted files (`train/`, `test/`).
+        sample_submission: String or None. The file among `files` that shows the submission's format.
+        bundle: Boolean. Download the competition as Kaggle's one `<slug>.zip` instead of file by file
+            (a competition of loose files, such as histopathology's 220,025 tiles).
         test_id: Callable. Test file name → the id written in the submission.
-        submission_columns: Tuple of two strings. The submission's header.
-        submission_kind: String. One of "probability", "class_index", "class_name".
+        submission_columns: Tuple of strings. The submission's header: (id column, label column), or
+            (id column,) for "probabilities", whose class columns follow in sample_submission's order.
+        submission_kind: String. One of "probability", "class_index", "class_name", "probabilities".
         positive_class: String or None. For "probability": the class whose probability is written.
-        metric: String. "log_loss" or "accuracy" (how Kaggle scores, and how we score locally).
+        metric: String. One of METRICS: how Kaggle scores, and how the validation split is scored.
         eps: Float. Probabilities are clipped to [eps, 1 - eps] for log loss (see DEFAULT_EPS).
         valid_size: Integer. The default number of validation images split from the training set.
         local_source: Callable or None. For offline competitions: `local_source(dest_dir)` writes the
@@ -128,7 +148,7 @@ class Competition:
     files: tuple[str, ...]
     train_zip: str
     test_zip: str
-    label_from_name: Callable[[str], str | None]
+    label_from_name: Callable[[str], str | None] | None = None
     test_id: Callable[[str], str] = id_from_stem
     submission_columns: tuple[str, str] = ("id", "label")
     submission_kind: str = "probability"
@@ -139,6 +159,15 @@ class Competition:
     local_source: Callable[[Path], list[Path]] | None = field(default=None, compare=False)
     local_answers: Callable[[Path], dict[str, str]] | None = field(default=None, compare=False)
     description: str = ""
+    labels_csv: str | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    suffix: str = ""
+    labels_from_folders: bool = False
+    train_folder: str = "train"
+    test_folder: str = "test"
+    sample_submission: str | None = None
+    bundle: bool = False
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience, but a frozen declaration must hold tuples.
@@ -149,33 +178,57 @@ class Competition:
             raise ValueError(
                 f"{where}: slug must be letters, digits, '-' and '_' (a Kaggle slug). Received slug={self.slug!r}"
             )
-        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"{where}: classes must be at least two distinct names. Received classes={self.classes!r}")
+        if (len(self.classes) < 2 and not (self.labels_csv and not self.classes)) or len(set(self.classes)) != len(
+            self.classes
+        ):
+            raise ValueError(
+                f"{where}: classes must be at least two distinct names (or empty for a labels_csv competition, "
+                f"whose classes are the CSV's labels). Received classes={self.classes!r}"
+            )
+        sources = [self.label_from_name is not None, self.labels_csv is not None, bool(self.labels_from_folders)]
+        if sum(sources) != 1:
+            raise ValueError(
+                f"{where}: say where the labels are with exactly one of label_from_name, labels_csv and "
+                f"labels_from_folders. Received label_from_name={self.label_from_name!r}, "
+                f"labels_csv={self.labels_csv!r}, labels_from_folders={self.labels_from_folders!r}"
+            )
+        for name in ("labels_csv", "sample_submission"):
+            value = getattr(self, name)
+            if value is not None and value not in self.files:
+                raise ValueError(f"{where}: {name} must be one of files={self.files!r}. Received {name}={value!r}")
         for c in self.classes:
             if not isinstance(c, str) or not c or c in (".", "..") or "/" in c or "\\" in c:
                 raise ValueError(f"{where}: each class must be a plain folder name. Received {c!r} in classes")
         for name in ("train_zip", "test_zip"):
-            if getattr(self, name) not in self.files:
+            if getattr(self, name) not in self.files and not self.bundle:
                 raise ValueError(
                     f"{where}: {name} must be one of files={self.files!r}. Received {name}={getattr(self, name)!r}"
                 )
-        if len(self.submission_columns) != 2:
+        check_choice("submission_kind", self.submission_kind, SUBMISSION_KINDS, prefix=f"{where}: ")
+        n_columns = 1 if self.submission_kind == "probabilities" else 2
+        if len(self.submission_columns) != n_columns:
+            shape = "(id column,)" if n_columns == 1 else "(id column, label column)"
             raise ValueError(
-                f"{where}: submission_columns must be (id column, label column). "
+                f"{where}: submission_columns must be {shape} for submission_kind={self.submission_kind!r}. "
                 f"Received submission_columns={self.submission_columns!r}"
             )
-        check_choice("submission_kind", self.submission_kind, SUBMISSION_KINDS, prefix=f"{where}: ")
         check_choice("metric", self.metric, METRICS, prefix=f"{where}: ")
-        if self.submission_kind == "probability":
+        if self.submission_kind == "probabilities":
+            if self.metric not in PROBABILITY_METRICS:
+                raise ValueError(
+                    f"{where}: a 'probabilities' submission is scored on probabilities ({', '.join(PROBABILITY_METRICS)}). "
+                    f"Received metric={self.metric!r}"
+                )
+        elif self.submission_kind == "probability":
             if len(self.classes) != 2 or self.positive_class not in self.classes:
                 raise ValueError(
                     f"{where}: a 'probability' submission needs two classes and positive_class among them. "
                     f"Received classes={self.classes!r}, positive_class={self.positive_class!r}"
                 )
-        elif self.metric == "log_loss":
+        elif self.metric in PROBABILITY_METRICS:
             raise ValueError(
-                f"{where}: metric='log_loss' needs submission_kind='probability' (a hard class has no loss). "
-                f"Received submission_kind={self.submission_kind!r}"
+                f"{where}: metric={self.metric!r} is scored on probabilities: it needs submission_kind='probability' "
+                f"or 'probabilities' (a hard class has no {self.metric}). Received submission_kind={self.submission_kind!r}"
             )
         check_number("eps", self.eps, min=0, max=0.5, max_open=True, prefix=f"{where}: ")
         check_int("valid_size", self.valid_size, min=0, prefix=f"{where}: ")

@@ -508,6 +508,148 @@ def prepare_layout(
     return root
 
 
+# ---------------------------------------------------------------------------------------------
+# Competitions whose labels are in a CSV or in class folders: the images are read where they lie.
+
+
+def _descend(folder: Path, name: str) -> Path:
+    """The folder that holds the images (or their class folders): `folder` itself, or the `name/` (or
+    only) folder a zip wrapped them in."""
+    for _ in range(3):
+        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+        if any(is_image_name(e.name) for e in os.scandir(folder)) or (len(subs) >= 2 and not (folder / name).is_dir()):
+            return folder
+        if (folder / name).is_dir():
+            folder = folder / name
+        elif len(subs) == 1:
+            folder = subs[0]
+        else:
+            return folder
+    return folder
+
+
+def _extracted_file(zips_dir: Path, name: str, root: Path) -> Path:
+    """A CSV of the competition, as served (`labels.csv`) or zipped by Kaggle (`labels.csv.zip`)."""
+    for where in (zips_dir, root):
+        if (where / name).is_file():
+            return where / name
+    zipped = zips_dir / f"{name}.zip"
+    if zipped.is_file():
+        safe_extract(zipped, root)
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{name} not found in {zips_dir} (nor zipped as {zipped.name}); run `kit download` first.")
+
+
+def _extracted_folder(zips_dir: Path, zip_name: str, root: Path, folder: str, progress: bool) -> Path:
+    """The image folder of one of the competition's archives: already extracted beside it (a Kaggle
+    notebook's input) or by an earlier run, else extracted now into `root/<folder>` (staged, then renamed)."""
+    plain = zip_name[:-4] if zip_name.lower().endswith(".zip") else zip_name
+    for candidate in (zips_dir / plain, zips_dir / folder, root / folder):
+        if candidate.is_dir():
+            return _descend(candidate, folder)
+    zip_path = zips_dir / zip_name
+    if not zip_path.is_file():
+        raise FileNotFoundError(
+            f"{zip_name} not found in {zips_dir} (neither the zip nor an extracted folder {plain}/); "
+            "run `kit download` first"
+        )
+    stage = root / f".extract-{plain}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        safe_extract(zip_path, stage, progress=progress)
+        os.replace(_descend(stage, folder), root / folder)
+    except OSError as e:
+        if is_no_room(e):
+            raise no_room_error(e, root, doing=f"extracting {zip_name}") from e
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return root / folder
+
+
+def prepare_labelled_layout(
+    competition: Competition | str,
+    zips_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """For a competition whose labels are in a CSV (or in `train/<class>/`): its files extracted once
+    (never copied or linked one by one: histopathology has 220,025 tiles; a mounted /kaggle/input is
+    read in place), every row of its labels checked, and `data_dir/<slug>/layout.json` saying where each
+    part is (`kit.data.layouts.Layout`). The validation split is made, and recorded, by the first run.
+
+    Returns:
+        The competition's folder, `data_dir/<slug>`, which holds layout.json, models/ and tmp/.
+    """
+    from kit.data.labels import read_class_tree, read_labels_csv
+    from kit.data.layouts import Layout
+
+    comp = get_competition(competition)
+    zips_dir, root = Path(zips_dir), Path(data_dir) / comp.slug
+    root.mkdir(parents=True, exist_ok=True)
+    if force:
+        for d in (comp.train_folder, comp.test_folder, "tmp", "splits"):
+            if (root / d).is_dir() and not _inside(zips_dir, root / d):
+                shutil.rmtree(root / d)
+    bundle = zips_dir / f"{comp.slug}.zip"
+    if bundle.is_file() and not (zips_dir / comp.train_zip).exists():
+        # Kaggle's one zip of the whole competition: extracted once, beside it.
+        files = zips_dir / comp.slug
+        if not files.is_dir():
+            stage = zips_dir / f".extract-{comp.slug}"
+            shutil.rmtree(stage, ignore_errors=True)
+            try:
+                safe_extract(bundle, stage, progress=progress)
+                os.replace(stage, files)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+        zips_dir = files
+    images = _extracted_folder(zips_dir, comp.train_zip, root, comp.train_folder, progress)
+    test = _extracted_folder(zips_dir, comp.test_zip, root, comp.test_folder, progress)
+    sample = _extracted_file(zips_dir, comp.sample_submission, root) if comp.sample_submission else None
+    if comp.labels_csv:
+        labels = _extracted_file(zips_dir, comp.labels_csv, root)
+        table = read_labels_csv(labels, images, comp.suffix, comp.id_column, comp.label_column)
+        layout = Layout(
+            "csv",
+            root.absolute(),
+            images.absolute(),
+            labels=labels.absolute(),
+            test=test.absolute(),
+            sample_submission=sample.absolute() if sample else None,
+            suffix=comp.suffix,
+            id_column=comp.id_column,
+            label_column=comp.label_column,
+        )
+    else:
+        table = read_class_tree(images)
+        layout = Layout(
+            "tree",
+            root.absolute(),
+            images.absolute(),
+            test=test.absolute(),
+            sample_submission=sample and sample.absolute(),
+        )
+    unknown = sorted(set(table.labels) - set(comp.classes)) if comp.classes else []
+    if unknown:
+        raise ValueError(f"{table.source}: labels {unknown[:5]} are not classes of {comp.slug!r} {list(comp.classes)}.")
+    counts = {c: table.labels.count(c) for c in table.classes}
+    for d in WORK_DIRS:
+        (root / d).mkdir(exist_ok=True)
+    record = {
+        "slug": comp.slug,
+        "classes": table.classes,
+        "layout_version": LAYOUT_VERSION,
+        "layout": layout.to_dict(),
+        "counts": {"train": counts, "test": sum(1 for e in os.scandir(test) if is_image_name(e.name))},
+        "source": str(zips_dir.resolve()),
+    }
+    atomic_write_json(root / LAYOUT_FILE, record, sort_keys=True)
+    return root
+
+
 def _write_all(jobs: list, stage: Path, progress: bool, desc: str) -> None:
     zips: dict[Path, zipfile.ZipFile] = {}
     try:

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kit import metrics
-from kit.checks import check_int
+from kit.checks import check_choice, check_int
 from kit.data.dataset import Batches, ImageClassifierData
 from kit.data.images import decode_files
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
@@ -45,6 +45,10 @@ DEFAULT_TTA_TFMS = (RandomFlip(), RandomZoom(1.1))
 PREDICT_CHUNK = 256
 # What `state_dict()` returns and `load_state_dict()` takes.
 STATE_KEYS = ("model", "optimizer", "epochs_done", "position", "history", "rng")
+
+
+def _check_metric(metric: str | None) -> str | None:
+    return None if metric is None else check_choice("metric", metric, metrics.METRICS, prefix="ConvLearner's ")
 
 
 def nll_loss() -> keras.losses.Loss:
@@ -73,6 +77,7 @@ class ConvLearner(OnDevices):
         momentum: float = 0.9,
         placement: Placement | None = None,
         mixed_precision: str | None = None,
+        metric: str | None = None,
     ):
         """A learner over a body and a head already built (`pretrained` builds them).
 
@@ -82,8 +87,12 @@ class ConvLearner(OnDevices):
                 inside it too (`OnDevices`).
             mixed_precision: str or None. The Keras dtype policy the body and head were built under
                 (default: the body's); the learner's own models are built under the same one.
+            metric: str or None. The competition's metric (a key of `kit.metrics.METRICS`), computed on
+                the validation set each epoch: `logs["val_<metric>"]`, the table's column, `history`'s
+                `<metric>` (see `metric`).
         """
         self.placement = placement or Placement.single()
+        self.metric = metric
         policy = body.dtype_policy.name
         if mixed_precision is not None and resolve_mixed_precision(mixed_precision) != policy:
             raise ValueError(
@@ -143,6 +152,7 @@ class ConvLearner(OnDevices):
         mixed_precision: str | bool | None = "auto",
         compilation_cache: bool | str | Path | None = None,
         devices: str | int | Sequence[str] | None = "auto",
+        metric: str | None = None,
     ) -> ConvLearner:
         """A learner with a pretrained body (frozen) and a new head for `data.c` classes.
 
@@ -163,7 +173,9 @@ class ConvLearner(OnDevices):
             devices: "auto" (every accelerator; one device on a CPU-only machine), an int (the first
                 N) or a list of device names: data-parallel training (`kit.training.distribute`).
                 `data.bs` stays the global batch and must be a multiple of the device count.
+            metric: str or None. The competition's metric shown while training (`ConvLearner.metric`).
         """
+        _check_metric(metric)  # before minutes of building a body
         enable_compilation_cache(compilation_cache)
         placement = Placement.create(devices)
         check_batch_size(data.bs, placement.n)
@@ -184,7 +196,23 @@ class ConvLearner(OnDevices):
             momentum=momentum,
             placement=placement,
             mixed_precision=policy,
+            metric=metric,
         )
+
+    # ----------------------------------------------------------------------------- metric
+    @property
+    def metric(self) -> str | None:
+        """The competition's metric (a key of `kit.metrics.METRICS`) or None.
+
+        Each epoch's validation computes it from the predicted probabilities into
+        `logs["val_<metric>"]`; the table shows it after `accuracy` and `history` rows keep it under
+        `<metric>`. "log_loss" and "accuracy" are the table's `val_loss` and `accuracy` already.
+        """
+        return self._metric
+
+    @metric.setter
+    def metric(self, value: str | None) -> None:
+        self._metric = _check_metric(value)
 
     # ----------------------------------------------------------------------------- freezing
     def freeze_to(self, n: int) -> None:
@@ -349,10 +377,12 @@ class ConvLearner(OnDevices):
         return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)[: batches.n]
 
     def _validate(self, logs: dict) -> None:
-        """val_loss and accuracy through the predict function: no second compiled (test) step."""
+        """val_loss, accuracy and the metric through the predict function: no second compiled (test) step."""
         log_preds, y = self._predict_split("valid"), self.data.val_y
         logs["val_loss"] = metrics.nll(y, log_preds)
         logs["val_accuracy"] = metrics.accuracy(y, log_preds)
+        if self.metric is not None and self.metric not in ("log_loss", "accuracy"):
+            logs[f"val_{self.metric}"] = metrics.score(self.metric, y, np.exp(log_preds))
 
     def fit(
         self,
@@ -430,7 +460,7 @@ class ConvLearner(OnDevices):
             )
         if best_save_name:
             cbs.append(self._save_best(model, self._model_path(best_save_name)))
-        table = EpochTable(start_epoch=first, show=verbose, title=self.device_line)
+        table = EpochTable(start_epoch=first, show=verbose, title=self.device_line, metric=self.metric)
         cbs.append(table)
         # Last of the learner's own and before the caller's: a checkpoint reads the state of this epoch's end.
         cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._record_epoch(guard, table)))
