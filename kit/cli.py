@@ -108,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", default=None, help="imagenet (default), none, or a weights file")
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default 224)")
-    p.add_argument("--epochs", type=int, default=None, help="head epochs on precomputed activations (default 3)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="head epochs on precomputed activations (default 3; together at least head_min_steps=300 steps)",
+    )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
     p.add_argument(
         "--unfreeze-epochs",
@@ -137,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="the recipe's (or config file's) [quick] slice: a smoke test in seconds"
     )
     p.add_argument("--seed", type=int, default=None, help="the random seed (default: the recipe's, else 42)")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        default=None,
+        help="also fit scikit-learn's LogisticRegression on the precomputed features and show it beside the run",
+    )
     p.add_argument(
         "--metric",
         default=None,
@@ -253,6 +264,7 @@ def _train(a: argparse.Namespace) -> None:
         labels=a.labels,
         images=a.images,
         metric=a.metric,
+        baseline=a.baseline,
         data_dir=a.data_dir,
         mixed_precision=a.mixed_precision,
     )

@@ -231,6 +231,7 @@ def test_from_csv_reads_a_read_only_folder_in_place(tmp_path, monkeypatch):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
+@pytest.mark.backends
 def test_kit_train_and_submit_a_csv_folder(tmp_path, monkeypatch, capsys):
     """`kit train --folder` on Kaggle's layout, found by itself; the split recorded and reused on resume;
     `kit submit --folder` writes the sample's format."""
@@ -240,9 +241,9 @@ def test_kit_train_and_submit_a_csv_folder(tmp_path, monkeypatch, capsys):
     config = tmp_path / "train.json"
     config.write_text('{"tta": false, "lr": 0.01, "epochs": 1, "bs": 8, "metric": "f1_micro"}')
     args = ["train", "--folder", str(root), "--arch", "tiny", "--weights", "none", "--size", str(SZ)]
-    assert main([*args, "--config", str(config)]) == 0
+    assert main([*args, "--config", str(config), "--baseline"]) == 0
     out = capsys.readouterr().out
-    assert "f1_micro" in out and "train: lr 0.01" in out
+    assert "f1_micro" in out and "train: lr 0.01" in out and "baseline: LogisticRegression" in out
     run = RunFolder.latest(root)
     saved = run.read_config()
     assert saved["labels"] == str(root / "labels.csv") and saved["data"]["layout"] == "csv"
@@ -252,6 +253,14 @@ def test_kit_train_and_submit_a_csv_folder(tmp_path, monkeypatch, capsys):
     assert sorted(Path(f).stem for f in preds.val_files) == sorted(record["valid"])
     history = run.read_history()
     assert "f1_micro" in history["history"][-1] and history["final"]["metric"] == "f1_micro"
+    assert (
+        0 <= history["baseline"]["accuracy"] <= 1 and history["baseline"]["f1_micro"] == history["baseline"]["accuracy"]
+    )
+
+    assert main(["analyze", "--folder", str(root)]) == 0
+    assert "f1_micro" in (run.path / "report.html").read_text()
+    assert main(["predict", "--folder", str(root), str(root / "test")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 4  # analyze's line, then one per test image
 
     assert main(["submit", "--folder", str(root), "--dry-run", "--out-dir", str(tmp_path / "subs")]) == 0
     line = capsys.readouterr().out

@@ -416,6 +416,16 @@ def test_format_from_sample_infers_the_shape(tmp_path, header, classes, metric, 
     assert fmt.expected_ids == ("7", "3") and not fmt.keep_extension
 
 
+def test_format_from_sample_scales_the_clip_with_the_columns(tmp_path):
+    """A column per class: the clip adds at most DEFAULT_EPS of mass to a row's wrong columns, whatever c."""
+    breeds = [f"b{k}" for k in range(120)]
+    sample = csv_file(tmp_path, "id," + ",".join(breeds) + "\n1," + ",".join(["0"] * 120) + "\n")
+    fmt = format_from_sample(sample, breeds, "breeds")
+    assert fmt.kind == "probabilities" and fmt.eps == pytest.approx(0.005 / 119)
+    assert format_from_sample(csv_file(tmp_path, "id,label\n1,0\n", "s.csv"), ["0", "1"], "x").eps == 0.005
+    assert format_from_sample(sample, breeds, "breeds", eps=0.01).eps == 0.01
+
+
 def test_format_from_sample_sees_whether_ids_keep_their_extension(tmp_path):
     sample = csv_file(tmp_path, "file,species\nb.png,x\na.PNG,y\n")
     fmt = format_from_sample(sample, ["x", "y", "z"], "plants")

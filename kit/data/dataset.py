@@ -31,6 +31,9 @@ class Batches(keras.utils.PyDataset):
     shape: a shuffled last batch is topped up with rows drawn from the rest of the epoch (real images,
     so BatchNorm's batch statistics see no padding), an unshuffled one is padded by repeating its last
     row; `n` is the number of real rows, and predictions past it are padding to drop.
+
+    With `passes > 1` (shuffled only) an epoch is that many passes over the rows, each in its own
+    shuffled order: how a head fit on precomputed activations gets enough steps from a small data set.
     """
 
     def __init__(
@@ -43,19 +46,30 @@ class Batches(keras.utils.PyDataset):
         rows: np.ndarray | None = None,
         workers: int = 1,
         fixed: bool = False,
+        passes: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.bs, self.shuffle, self.fixed = x, int(bs), shuffle, fixed
+        self.passes = check_int("passes", passes, min=1)
+        if self.passes > 1 and not shuffle:
+            raise ValueError("Batches(passes > 1) repeats the rows of a training epoch: it needs shuffle=True.")
         # `rows` picks the rows of x that belong (skipped images are left out); y is per kept row.
         self._rows = np.arange(len(x)) if rows is None else np.asarray(rows)
         self.y = None if y is None else np.asarray(y)
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(self._rows))
         if shuffle:
-            self._rng.shuffle(self._order)
+            self._reshuffle()
+
+    def _reshuffle(self) -> None:
+        if self.passes == 1:
+            self._rng.shuffle(self._order)  # in place, as it always drew: a seed's order is unchanged
+        else:
+            n = len(self._rows)
+            self._order = np.concatenate([self._rng.permutation(n) for _ in range(self.passes)])
 
     def __len__(self) -> int:
-        return math.ceil(len(self._rows) / self.bs)
+        return math.ceil(len(self._rows) * self.passes / self.bs)
 
     @property
     def n(self) -> int:
@@ -79,7 +93,7 @@ class Batches(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self._rng.shuffle(self._order)
+            self._reshuffle()
 
 
 class Split:

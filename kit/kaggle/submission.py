@@ -270,7 +270,7 @@ def format_from_sample(
     classes: Sequence[str],
     name: str,
     metric: str | None = None,
-    eps: float = DEFAULT_EPS,
+    eps: float | None = None,
 ) -> SubmissionFormat:
     """Infers the submission format of a plain folder from its sample_submission.csv and the data's classes.
 
@@ -297,7 +297,8 @@ def format_from_sample(
         classes: Sequence of strings. The data's classes (their order numbers them, see SubmissionFormat).
         name: String. The format's name, used in file names (e.g. the folder's name).
         metric: String or None. One of METRICS; None means the rule's default.
-        eps: Float. The log-loss clip.
+        eps: Float or None. The log-loss clip; None: DEFAULT_EPS, divided by c - 1 for a column per
+            class, so that the clip adds no more mass to a row's wrong columns than the binary case's.
     """
     header, ids = _read_sample(sample_csv)
     classes = tuple(str(c) for c in classes)
@@ -326,7 +327,7 @@ def format_from_sample(
         classes=classes,
         positive_class=positive,
         metric=default if metric is None else metric,
-        eps=eps,
+        eps=eps if eps is not None else DEFAULT_EPS / (len(classes) - 1 if kind == "probabilities" else 1),
         expected_ids=tuple(ids),
         keep_extension=bool(ids) and all(is_image_name(i) for i in ids),
     )
