@@ -267,7 +267,10 @@ def train_resumed(policy: str, devices: int, opt_paths: list[str]) -> dict:
 
 
 CONFIG = WORK / "train.json"
-CONFIG.write_text('{"tta": false, "num_workers": 1}')
+# head_min_steps 0: the lesson's few steps a cell (this checks placement and resume in each cell). With the
+# default floor a 32-photo head fits 300 steps at the fixed --lr 0.01, which the tiny random-weight body's raw
+# features do not survive under mixed_float16 on 2 devices (the divergence guard stops it).
+CONFIG.write_text('{"tta": false, "num_workers": 1, "head_min_steps": 0}')
 
 # First, because on TensorFlow the first learner of a process trains a little differently from the
 # later ones (devices or not), which would blur the comparison of 1 and 2 devices below.
