@@ -183,7 +183,7 @@ def detect_layout(
                 return Layout("tree", root, image_dir, test=_find_test(root, image_dir), sample_submission=sample)
             labels = _only_labels_csv(root, required=True)
         csv_path = _resolve(root, labels, "--labels", folder=False)
-        header, ids = _csv_ids(csv_path)
+        _, ids = _csv_ids(csv_path)
         image_dir = _resolve(root, images, "--images") if images is not None else _image_folder_for(root, ids, csv_path)
         return Layout(
             "csv", root, image_dir, labels=csv_path, test=_find_test(root, image_dir), sample_submission=sample
@@ -193,7 +193,7 @@ def detect_layout(
         return Layout("folders", root, train, valid=valid, test=_find_test(root, None), sample_submission=sample)
     csv_path = _only_labels_csv(root, required=False)
     if csv_path is not None:
-        header, ids = _csv_ids(csv_path)
+        _, ids = _csv_ids(csv_path)
         image_dir = _image_folder_for(root, ids, csv_path)
         return Layout(
             "csv", root, image_dir, labels=csv_path, test=_find_test(root, image_dir), sample_submission=sample

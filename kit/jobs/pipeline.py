@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kit.env import default_data_dir, in_kaggle_notebook, work_dir_for, working_dir
 from kit.io import atomic_copy
-from kit.kaggle.competition import Competition, get_competition
+from kit.kaggle.competition import Competition, find_competition, get_competition
 from kit.kaggle.layout import kaggle_input_dir, prepare_labelled_layout, prepare_layout, read_layout
 from kit.kaggle.submission import score_submission, write_submission  # write_submission validates, once
 from kit.run import RunFolder
@@ -198,10 +198,7 @@ def submit(
     if folder is not None:
         folder = Path(folder)
         root = work_dir_for(folder, work_dir)
-        try:
-            comp = get_competition(folder.resolve().name)
-        except ValueError:
-            comp = None
+        comp = find_competition(folder.resolve().name)
     else:
         comp = get_competition(slug)
         root = data_dir_or_default(data_dir) / comp.slug

@@ -123,13 +123,10 @@ def resolve_layout(cfg: TrainConfig, root: Path) -> Layout:
     record = read_layout(root) if root.is_dir() else None
     if record and record.get("layout"):
         return Layout.from_dict(record["layout"])
-    from kit.kaggle.competition import get_competition
+    from kit.kaggle.competition import find_competition
 
-    try:
-        by_name = get_competition(cfg.competition).label_from_name is not None
-    except ValueError:
-        by_name = True  # a folder under data/ with a slug's name: class folders, as always
-    if not by_name:
+    comp = find_competition(cfg.competition)  # None: a folder under data/ with a slug's name, class folders
+    if comp is not None and comp.label_from_name is None:
         raise FileNotFoundError(
             f"{root} has no layout.json: run `kit download -c {cfg.competition}` first (it extracts the files and "
             "checks the labels), or train on a folder in the competition's layout with --folder DIR."
@@ -150,12 +147,10 @@ def run_metric(cfg: TrainConfig) -> str | None:
     when it is named by a competition's slug (/kaggle/input/<slug>), else none."""
     if cfg.metric is not None:
         return cfg.metric
-    from kit.kaggle.competition import get_competition
+    from kit.kaggle.competition import find_competition
 
-    try:
-        return get_competition(Path(cfg.folder).resolve().name if cfg.folder else cfg.competition).metric
-    except ValueError:  # a folder that is no known competition
-        return None
+    comp = find_competition(Path(cfg.folder).resolve().name if cfg.folder else cfg.competition)
+    return comp.metric if comp is not None else None
 
 
 def load_data(

@@ -336,3 +336,9 @@ def get_competition(slug: str | Competition) -> Competition:
     if slug not in reg:
         raise ValueError(f"Unknown competition {slug!r}. Known competitions: {', '.join(sorted(reg))}")
     return reg[slug]
+
+
+def find_competition(slug: str) -> Competition | None:
+    """The competition with this slug, or None: for a name that may be a competition's or not (a folder's,
+    `/kaggle/input/<slug>`; a folder under data/ with no plugin)."""
+    return _registry().get(slug)

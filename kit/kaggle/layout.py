@@ -554,18 +554,24 @@ def _extracted_folder(zips_dir: Path, zip_name: str, root: Path, folder: str, pr
             f"{zip_name} not found in {zips_dir} (neither the zip nor an extracted folder {plain}/); "
             "run `kit download` first"
         )
-    stage = root / f".extract-{plain}"
+    return _extract_whole(zip_path, root / folder, inner=folder, progress=progress)
+
+
+def _extract_whole(zip_path: Path, target: Path, inner: str | None = None, progress: bool = True) -> Path:
+    """Extracts a zip into a staging folder beside `target`, then renames it (or its `inner` image
+    folder, `_descend`) to `target`: a folder there is always complete, so a later run may trust it."""
+    stage = target.parent / f".extract-{target.name}"
     shutil.rmtree(stage, ignore_errors=True)
     try:
         safe_extract(zip_path, stage, progress=progress)
-        os.replace(_descend(stage, folder), root / folder)
+        os.replace(_descend(stage, inner) if inner else stage, target)
     except OSError as e:
         if is_no_room(e):
-            raise no_room_error(e, root, doing=f"extracting {zip_name}") from e
+            raise no_room_error(e, target.parent, doing=f"extracting {zip_path.name}") from e
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return root / folder
+    return target
 
 
 def prepare_labelled_layout(
@@ -597,15 +603,7 @@ def prepare_labelled_layout(
     if bundle.is_file() and not (zips_dir / comp.train_zip).exists():
         # Kaggle's one zip of the whole competition: extracted once, beside it.
         files = zips_dir / comp.slug
-        if not files.is_dir():
-            stage = zips_dir / f".extract-{comp.slug}"
-            shutil.rmtree(stage, ignore_errors=True)
-            try:
-                safe_extract(bundle, stage, progress=progress)
-                os.replace(stage, files)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-        zips_dir = files
+        zips_dir = files if files.is_dir() else _extract_whole(bundle, files, progress=progress)
     images = _extracted_folder(zips_dir, comp.train_zip, root, comp.train_folder, progress)
     test = _extracted_folder(zips_dir, comp.test_zip, root, comp.test_folder, progress)
     sample = _extracted_file(zips_dir, comp.sample_submission, root) if comp.sample_submission else None
