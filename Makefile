@@ -8,8 +8,10 @@ DATA   ?= data
 BACKEND ?= tensorflow
 export KERAS_BACKEND ?= $(BACKEND)
 C_ARGS := -c $(COMPETITION) --data-dir $(DATA)
+# FOLDER=DIR: analyze, cv and submit read that data folder (its runs) instead of the competition's.
+SRC_ARGS = $(if $(FOLDER),--folder $(FOLDER),$(C_ARGS))
 
-.PHONY: venv lint format test test-fast demo real download train analyze submit bench wheel lesson clean
+.PHONY: venv lint format test test-fast demo real download train cv analyze submit bench wheel lesson clean
 
 venv: $(STAMP)
 
@@ -17,8 +19,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(PY) -m pip install -q -e ".[tensorflow-cpu,jax,test]" "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import keras, tensorflow, jax, torch, kit" && touch $(STAMP)
+	$(PY) -m pip install -q -e ".[tensorflow-cpu,jax,test,hub-light]" "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+	# keras-hub without its dependencies: they would add tensorflow-text, the full tensorflow and an older kaggle client.
+	$(PY) -m pip install -q --no-deps "keras-hub==0.32.0" 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import keras, tensorflow, jax, torch, kit, keras_hub" && touch $(STAMP)
 
 test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=10 tests
@@ -49,11 +53,17 @@ download: venv
 train: venv
 	$(PY) -m kit train $(C_ARGS) $(TRAIN_ARGS)
 
+# k-fold cross-validation (kit cv) of RECIPE (default: kit/recipes/real.toml) on FOLDER, else on COMPETITION:
+# out-of-fold figures with their spread, and the fold ensemble that `make submit` then submits.
+RECIPE ?= real
+cv: venv
+	$(PY) -m kit cv $(SRC_ARGS) --recipe $(RECIPE) $(CV_ARGS)
+
 analyze: venv
-	$(PY) -m kit analyze $(C_ARGS)
+	$(PY) -m kit analyze $(SRC_ARGS)
 
 submit: venv
-	$(PY) -m kit submit $(C_ARGS) $(if $(DRY_RUN),--dry-run,) $(if $(MESSAGE),-m "$(MESSAGE)",) $(SUBMIT_ARGS)
+	$(PY) -m kit submit $(SRC_ARGS) $(if $(DRY_RUN),--dry-run,) $(if $(MESSAGE),-m "$(MESSAGE)",) $(SUBMIT_ARGS)
 
 bench: venv
 	$(PY) bench/cpu.py

@@ -2,11 +2,12 @@
 
     kit download [-c SLUG] [--data-dir DIR] [--valid N] [--seed S] [--force]
     kit train    [-c SLUG] [--data-dir DIR] [--recipe NAME] [--config FILE] [--quick] [--arch NAME] [--size PX] [--seed N] ...
+    kit cv       [-c SLUG | --folder PATH] [--recipe NAME] [--folds K] [--mean arithmetic|geometric] [--resume [RUN]] ...
     kit analyze  [-c SLUG] [--data-dir DIR]
     kit train|analyze --folder PATH [--work-dir DIR]   (any class-folder tree instead of a competition)
     kit predict  [--run RUN] [--folder PATH | -c SLUG] [-o CSV] FILE_OR_FOLDER...
     kit real     --folder PATH [--work-dir DIR] [--quick] [--seed N] [--size PX]   (`kit train --recipe real`: `make real`)
-    kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run]
+    kit submit   [-c SLUG] [--data-dir DIR] [-m MESSAGE] [--dry-run] [--run RUN | --runs RUN RUN...]
     kit demo     (the offline digits demo, end to end)
     kit list     (known competitions)
 
@@ -70,29 +71,12 @@ def _devices_arg(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _resume_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN", help=help)
 
-    p = sub.add_parser("download", help="fetch the competition's files and lay them out as class folders")
-    _common(p)
-    p.add_argument(
-        "--valid",
-        type=int,
-        default=None,
-        help="validation images split from train (default: the competition's, 2,000 for Dogs vs. Cats)",
-    )
-    p.add_argument("--seed", type=int, default=42, help="seed of the stratified split")
-    p.add_argument("--force", action="store_true", help="rebuild an existing layout with another seed or split size")
 
-    p = sub.add_parser(
-        "train",
-        help="precompute, lr_find, fit (and optional unfrozen stages); saves the run",
-        description="The configuration in layers: TrainConfig's defaults, then --recipe, then --config, then the "
-        "flags. --quick lays each file's [quick] table over it.",
-    )
+def _train_options(p: argparse.ArgumentParser) -> None:
+    """The options of `kit train` and `kit cv`: what a TrainConfig takes from the command line."""
     _common(p, slug_default=None)  # None: the recipe's competition, else TrainConfig's
     _folder(p)
     p.add_argument(
@@ -154,14 +138,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="shown beside accuracy and log loss: log_loss, accuracy, roc_auc, f1_micro, quadratic_kappa "
         "(default: the competition's)",
     )
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="RUN",
-        help="continue an interrupted run from its last epoch's checkpoint, with its own config (default: the newest unfinished run)",
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kit", description="fast.ai lesson 1 on Keras 3, for Kaggle image classification."
     )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="fetch the competition's files and lay them out as class folders")
+    _common(p)
+    p.add_argument(
+        "--valid",
+        type=int,
+        default=None,
+        help="validation images split from train (default: the competition's, 2,000 for Dogs vs. Cats)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of the stratified split")
+    p.add_argument("--force", action="store_true", help="rebuild an existing layout with another seed or split size")
+
+    p = sub.add_parser(
+        "train",
+        help="precompute, lr_find, fit (and optional unfrozen stages); saves the run",
+        description="The configuration in layers: TrainConfig's defaults, then --recipe, then --config, then the "
+        "flags. --quick lays each file's [quick] table over it.",
+    )
+    _train_options(p)
+    p.add_argument(
+        "--all",
+        action="store_true",
+        default=None,
+        dest="all_data",
+        help="one model on train + valid together (no validation figures): the final fit once a recipe is chosen",
+    )
+    _resume_option(
+        p,
+        "continue an interrupted run from its last epoch's checkpoint, with its own config (default: the newest unfinished run)",
+    )
+
+    p = sub.add_parser(
+        "cv",
+        help="k-fold cross-validation of a recipe over every labelled image: OOF figures, a fold ensemble",
+        description="Folds (stratified, seeded by split_seed) over train and valid together; each fold is a kit train "
+        "run of the same configuration (recipe, config file, flags as kit train takes them). Prints the out-of-fold "
+        "accuracy and log loss with and without TTA, their spread over the folds and the clip that minimises the OOF "
+        "log loss; `kit submit` then submits the fold ensemble, clipped so.",
+    )
+    _train_options(p)
+    p.add_argument("--folds", type=int, default=None, dest="cv_folds", help="number of folds (default 5)")
+    p.add_argument(
+        "--mean",
+        default=None,
+        dest="cv_mean",
+        choices=("arithmetic", "geometric"),
+        help="how the fold models' test probabilities are averaged (default arithmetic)",
+    )
+    _resume_option(p, "continue an interrupted CV run at the fold it was in (default: the newest unfinished CV run)")
 
     p = sub.add_parser("analyze", help="plots and report.html of the latest run")
     _common(p)
@@ -199,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     _folder(p, labels=False)
     p.add_argument(
         "--run", default=None, help="a run folder, or a run's name under runs/ (default: the latest finished run)"
+    )
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="submit the mean test probabilities of these finished runs or CV runs (same classes and test images)",
     )
     p.add_argument("-m", "--message", default=None, help="submission message shown on Kaggle")
     p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
@@ -241,10 +280,11 @@ def _download(a: argparse.Namespace) -> None:
     print(f"download: {r.root} ({r.source}): {counts}")
 
 
-def _train(a: argparse.Namespace) -> None:
+def _config(a: argparse.Namespace, **extra) -> TrainConfig:
+    """The TrainConfig of `kit train` / `kit cv`: defaults, recipe, config file, then the flags given."""
     from kit.jobs.config import load_config
 
-    cfg = load_config(
+    return load_config(
         a.config,
         recipe=a.recipe,
         quick=a.quick,
@@ -267,12 +307,20 @@ def _train(a: argparse.Namespace) -> None:
         baseline=a.baseline,
         data_dir=a.data_dir,
         mixed_precision=a.mixed_precision,
+        **extra,
     )
+
+
+def _train(a: argparse.Namespace) -> None:
+    cfg = _config(a, all_data=a.all_data)
     run = _run_training(cfg, a)
     print(f"train: {run.details}")
-    print(
-        f"train: lr {run.lr:.3g}, val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f} in {run.seconds:.0f} s -> {run.dir}"
+    shown = (
+        "no validation (--all)"
+        if run.val_loss is None
+        else f"val_loss {run.val_loss:.4f}, accuracy {run.val_accuracy:.4f}"
     )
+    print(f"train: lr {run.lr:.3g}, {shown} in {run.seconds:.0f} s -> {run.dir}")
 
 
 def _run_training(cfg: TrainConfig, a: argparse.Namespace) -> Run:
@@ -293,6 +341,35 @@ def _run_training(cfg: TrainConfig, a: argparse.Namespace) -> Run:
         if e.epoch is not None:
             e.args = (f"{e}. Resume with: {_resume_command(a, cfg, e.run.name)}",)
         raise
+
+
+def _cv(a: argparse.Namespace) -> None:
+    import shlex
+
+    from kit.jobs.cv import run_cv
+    from kit.jobs.pipeline import data_dir_or_default
+    from kit.jobs.train import TrainingInterrupted, work_root
+    from kit.run import RunFolder
+
+    cfg = _config(a, cv_folds=a.cv_folds, cv_mean=a.cv_mean)
+    data_dir = data_dir_or_default(cfg.data_dir)
+    root = work_root(cfg, data_dir)
+    # The folds' runs are under each CV run: what a killed fold left there goes too.
+    _remove_stale_temporaries([root, *(p for r in RunFolder.unfinished_cv(root) for p in r.path.glob("fold-*"))])
+    try:
+        r = run_cv(cfg, data_dir, resume=a.resume, progress=lambda line: print(line, flush=True))
+    except TrainingInterrupted as e:  # inside a fold: the CV resumes, not the fold's run alone
+        cv_run = e.run.path.parents[2]  # <cv run>/fold-<i>/runs/<run>
+        words = ["kit", "cv"] + (["--folder", a.folder] if a.folder else ["-c", cfg.competition])
+        words += (["--work-dir", a.work_dir] if a.work_dir else []) + (["--data-dir", a.data_dir] if a.data_dir else [])
+        e.args = (f"{e}. Resume the CV with: {shlex.join([*words, '--resume', cv_run.name])}",)
+        raise
+    for f in r.folds:
+        t = f["tta"]
+        print(
+            f"cv: fold {f['fold'] + 1}: {f['n_train']} train / {f['n_valid']} held out: accuracy {t['accuracy']:.4f}, log loss {t['log_loss']:.4f}"
+        )
+    print(f"cv: {r.summary}")
 
 
 def _remove_stale_temporaries(roots: list[Path]) -> None:
@@ -395,6 +472,7 @@ def _submit(a: argparse.Namespace) -> None:
         run=a.run,
         folder=_source(a),
         work_dir=a.work_dir,
+        runs=a.runs,
     )
     line = f"submit: {r.path} ({r.n_rows} rows, valid)"
     if r.also is not None:
@@ -427,6 +505,7 @@ def _list(a: argparse.Namespace) -> None:
 COMMANDS = {
     "download": _download,
     "train": _train,
+    "cv": _cv,
     "analyze": _analyze,
     "submit": _submit,
     "demo": _demo,

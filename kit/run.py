@@ -11,6 +11,7 @@ same); `kit analyze`, `kit submit` and `kit predict` read it back through `RunFo
 | `lr_find.png`, `lr_schedule.png` | the learning-rate range test, when it ran |
 | `model.weights.h5` | the final weights |
 | `predictions.npz` | `Predictions`: classes, validation files, labels and probabilities, test files and probabilities |
+| `cv.json` | a CV run only (`kit cv`): its folds; each fold's own run is under `fold-<i>/runs/` |
 | `checkpoint/` | the state at the end of the last finished epoch, for `kit train --resume` |
 | `DONE` | written last: the run finished cleanly |
 
@@ -60,6 +61,12 @@ class Predictions:
     val_probs: np.ndarray
     test_files: list[str] | None = None
     test_probs: np.ndarray | None = None
+    # With TTA, the plain pass's probabilities too (`kit cv` reports both); None: no TTA (the same as above).
+    val_plain: np.ndarray | None = None
+    test_plain: np.ndarray | None = None
+    val_fold: np.ndarray | None = None  # a CV run's: the fold that held each validation row out
+
+    OPTIONAL = ("val_plain", "test_plain", "val_fold")
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = dict(
@@ -70,7 +77,20 @@ class Predictions:
         )
         if self.test_probs is not None:
             out.update(test_files=np.array(self.test_files), test_probs=np.asarray(self.test_probs))
+        out.update({k: np.asarray(getattr(self, k)) for k in self.OPTIONAL if getattr(self, k) is not None})
         return out
+
+    def plain(self) -> Predictions:
+        """The same predictions without TTA (themselves when there was none)."""
+        return Predictions(
+            self.classes,
+            self.val_files,
+            self.val_y,
+            self.val_probs if self.val_plain is None else self.val_plain,
+            self.test_files,
+            self.test_probs if self.test_plain is None else self.test_plain,
+            val_fold=self.val_fold,
+        )
 
     @classmethod
     def from_arrays(cls, z: Any) -> Predictions:
@@ -82,6 +102,7 @@ class Predictions:
             val_probs=np.asarray(z["val_probs"]),
             test_files=[str(f) for f in z["test_files"]] if has_test else None,
             test_probs=np.asarray(z["test_probs"]) if has_test else None,
+            **{k: np.asarray(z[k]) for k in cls.OPTIONAL if k in z},
         )
 
 
@@ -108,6 +129,27 @@ class RunFolder:
     lr_schedule_png = property(lambda self: self.path / "lr_schedule.png")
     checkpoint_dir = property(lambda self: self.path / "checkpoint")
     done_file = property(lambda self: self.path / "DONE")
+    cv_file = property(lambda self: self.path / "cv.json")
+
+    @property
+    def is_cv(self) -> bool:
+        """A `kit cv` run: the folds' runs under `fold-<i>/`, out-of-fold predictions, a fold ensemble."""
+        return self.cv_file.is_file()
+
+    def fold_root(self, i: int) -> Path:
+        """Where a CV run's fold `i` keeps its own `runs/`."""
+        return self.path / f"fold-{i}"
+
+    def fold_runs(self) -> list[RunFolder]:
+        """A finished CV run's fold runs, in fold order."""
+        k = int(self.read_cv().get("k", 0))
+        return [RunFolder.latest(self.fold_root(i)).require_finished() for i in range(k)]
+
+    def read_cv(self) -> dict:
+        return self._read_json(self.cv_file)
+
+    def write_cv(self, record: dict) -> None:
+        atomic_write_json(self.cv_file, record)
 
     # -- creating and finding runs ---------------------------------------------------------------
     @classmethod
@@ -155,15 +197,22 @@ class RunFolder:
         return cls(p)
 
     @classmethod
-    def unfinished(cls, root: str | os.PathLike) -> list[RunFolder]:
-        """Runs with a checkpoint folder but no DONE marker, newest first (what `--resume` looks through)."""
+    def _unfinished_where(cls, root: str | os.PathLike, keep) -> list[RunFolder]:
         runs = cls.runs_dir(root)
         if not runs.is_dir():
             return []
         cands = [cls(p) for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted(
-            (r for r in cands if not r.finished and r.checkpoint_dir.is_dir()), key=lambda r: r.name, reverse=True
-        )
+        return sorted((r for r in cands if not r.finished and keep(r)), key=lambda r: r.name, reverse=True)
+
+    @classmethod
+    def unfinished_cv(cls, root: str | os.PathLike) -> list[RunFolder]:
+        """CV runs without a DONE marker, newest first (what `kit cv --resume` looks through)."""
+        return cls._unfinished_where(root, lambda r: r.is_cv)
+
+    @classmethod
+    def unfinished(cls, root: str | os.PathLike) -> list[RunFolder]:
+        """Runs with a checkpoint folder but no DONE marker, newest first (what `--resume` looks through)."""
+        return cls._unfinished_where(root, lambda r: r.checkpoint_dir.is_dir())
 
     def set_latest(self) -> None:
         """Points `runs/LATEST` at this run; refuses a run that did not finish cleanly."""

@@ -194,6 +194,32 @@ class Interpretation:
         data = learn.data
         return cls(list(data.val_files), _to_numpy(data.val_y), probs, list(data.classes))
 
+    @classmethod
+    def from_run(cls, run: Any, tta: bool = True) -> Interpretation:
+        """Builds an Interpretation from a finished run's saved validation predictions; a `kit cv` run's
+        are its out-of-fold predictions, every labelled image predicted by the fold model that held it out.
+
+        Example:
+
+        ```python
+        interp = Interpretation.from_run(RunFolder.latest("data/dogs-vs-cats-redux-kernels-edition"))
+        interp.plot_top_losses(9)   # the photos the folds get most wrong
+        ```
+
+        Args:
+            run: RunFolder (or its path). A finished run or CV run.
+            tta: bool. The predictions with TTA as the run made them; False: its plain pass.
+        """
+        from kit.run import RunFolder
+
+        rf = run if isinstance(run, RunFolder) else RunFolder(run)
+        p = rf.require_finished().read_predictions()
+        if not _check_bool("tta", tta):
+            p = p.plain()
+        if len(p.val_y) == 0:
+            raise ValueError(f"{rf.path} has no validation predictions (trained with --all): nothing to interpret.")
+        return cls(p.val_files, p.val_y, p.val_probs, classes=p.classes)
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:

@@ -138,7 +138,7 @@ class Split:
     def _keep(self, folder: Path, classes: list[str] | None) -> None:
         images, ok = self.job.result()  # waits; raises the decode's error; warns about skipped files
         keep = np.flatnonzero(ok)
-        if len(keep) == 0:
+        if len(keep) == 0 and self._files:
             raise ValueError(
                 f"No image of the '{self.name}' split could be decoded ({len(self._files)} files in {folder})."
             )
@@ -147,8 +147,8 @@ class Split:
         self._images, self._rows = images, keep
         missing = (
             sorted(set(range(len(classes))) - set(np.unique(self._y).tolist()))
-            if classes and self._y is not None
-            else []
+            if classes and self._y is not None and len(keep)
+            else []  # an empty split (`kit train --all`'s valid) lacks nothing it was meant to have
         )
         if missing:
             warnings.warn(

@@ -45,6 +45,15 @@ class Lists:
     test: list[Path] | None
     split_record: Path | None  # where a made split is recorded (None for valid/ folders)
 
+    def labelled(self) -> tuple[list[Path], np.ndarray]:
+        """Every labelled file, train then valid, and its label: what `kit cv` folds and `kit train --all` fits."""
+        (tf, ty), (vf, vy) = self.trn, self.val
+        return list(tf) + list(vf), np.concatenate([np.asarray(ty, dtype=np.int64), np.asarray(vy, dtype=np.int64)])
+
+    def all_train(self) -> Lists:
+        """Every labelled file as train, none held out (`kit train --all`)."""
+        return Lists(self.classes, self.labelled(), ([], np.zeros(0, dtype=np.int64)), self.test, None)
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -24,6 +24,8 @@ from kit.env import physical_memory
 from kit.kaggle.competition import is_slug
 from kit.training.device import PRECISION_NAMES
 
+CV_MEANS = ("arithmetic", "geometric")  # how `kit cv` averages its fold models' probabilities
+
 
 @dataclass
 class TrainConfig:
@@ -69,6 +71,12 @@ class TrainConfig:
     sample: bool = False  # train on data/<slug>/sample/ for a quick look
     max_per_class: int | None = None  # the first n files (by name) of each class of train and valid; None: all
     seed: int = 42
+    # `kit cv`: folds (stratified, seeded by split_seed) over every labelled image, train and valid together,
+    # and how the fold models' test probabilities are averaged: "arithmetic" or "geometric" (renormalised).
+    cv_folds: int = 5
+    cv_mean: str = "arithmetic"
+    # `kit train --all`: one model on train + valid together; no validation figures (there is nothing left to score).
+    all_data: bool = False
     num_workers: int | None = None  # decoding processes; None: every core
     mixed_precision: str = "auto"  # bf16 on GPUs with bf16 tensor cores, fp16 on T4/V100/P100, float32 on CPUs
     # JAX's persistent compilation cache: True, a folder, or None ($KIT_COMPILATION_CACHE decides).
@@ -227,6 +235,8 @@ def _validate(cfg: TrainConfig) -> None:
     check_int("cycle_len", cfg.cycle_len, min=0, none_ok=True, prefix=c)
     check_int("max_per_class", cfg.max_per_class, min=1, none_ok=True, prefix=c)
     check_int("split_seed", cfg.split_seed, prefix=c)
+    check_int("cv_folds", cfg.cv_folds, min=2, prefix=c)
+    check_choice("cv_mean", cfg.cv_mean, CV_MEANS, prefix=c)
     if len(cfg.head_ps) != 2 or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in cfg.head_ps):
         raise ValueError(
             "Config head_ps must be 2 dropout rates in [0, 1), before the head's hidden and last Dense layers. "

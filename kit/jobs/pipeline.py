@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from kit.io import atomic_copy
 from kit.kaggle.competition import Competition, find_competition, get_competition
 from kit.kaggle.layout import kaggle_input_dir, prepare_labelled_layout, prepare_layout, read_layout
 from kit.kaggle.submission import score_submission, write_submission  # write_submission validates, once
-from kit.run import RunFolder
+from kit.run import Predictions, RunFolder
 
 ZIPS = "zips"  # where the competition's files land, under <data>/<slug>/
 
@@ -118,8 +119,14 @@ def analyze(
     root = runs_root(slug, data_dir, folder, work_dir)
     title = Path(os.path.abspath(folder)).name if folder is not None else get_competition(slug).title
     rf = RunFolder.resolve(root, run).require_finished()
-    p = rf.read_predictions()
-    interp = Interpretation(p.val_files, p.val_y, p.val_probs, classes=p.classes)
+    if len(rf.read_predictions().val_y) == 0:
+        raise ValueError(
+            f"{rf.path} trained on every labelled image (kit train --all): it has no validation predictions to "
+            "analyze. Analyze a run with a validation split, or a `kit cv` run (its out-of-fold predictions)."
+        )
+    interp = Interpretation.from_run(rf)
+    if rf.is_cv:
+        title += f" (out-of-fold predictions, {rf.read_cv().get('k')} folds)"
     lr_png = rf.lr_find_png
     history = rf.read_history()
     return write_report(
@@ -130,6 +137,42 @@ def analyze(
         history=history.get("history"),
         title=f"{title}: {rf.name}",
         metric=(history.get("final") or {}).get("metric"),
+    )
+
+
+def ensemble_predictions(runs: Sequence[RunFolder]) -> Predictions:
+    """The mean test probabilities of finished runs (or CV runs), for `kit submit --runs`.
+
+    Raises:
+        ValueError: fewer than 2 runs, a run without test predictions, or runs of other classes or test images.
+    """
+    import numpy as np
+
+    if len(runs) < 2:
+        raise ValueError(f"An ensemble needs at least 2 runs; received {len(runs)}: {[str(r.path) for r in runs]}.")
+    preds = [r.read_predictions() for r in runs]
+    first, name = preds[0], runs[0].path
+    probs = []
+    for r, p in zip(runs, preds):
+        if p.test_probs is None:
+            raise ValueError(f"Run {r.path} has no test predictions, so it cannot join an ensemble.")
+        if p.classes != first.classes:
+            raise ValueError(
+                f"Run {r.path} predicts the classes {p.classes[:5]}{'...' if len(p.classes) > 5 else ''}, but {name} "
+                f"predicts {first.classes[:5]}{'...' if len(first.classes) > 5 else ''}: an ensemble averages the same classes."
+            )
+        names = [Path(f).name for f in p.test_files]
+        want = [Path(f).name for f in first.test_files]
+        if sorted(names) != sorted(want):
+            extra, missing = sorted(set(names) - set(want)), sorted(set(want) - set(names))
+            raise ValueError(
+                f"Run {r.path} predicted other test images than {name} ({len(names)} vs {len(want)}; only in it: "
+                f"{extra[:3]}, only in {name.name}: {missing[:3]}): an ensemble averages the same test images."
+            )
+        order = {n: j for j, n in enumerate(names)}
+        probs.append(np.asarray(p.test_probs)[[order[n] for n in want]])
+    return Predictions(
+        first.classes, first.val_files, first.val_y, first.val_probs, first.test_files, np.mean(probs, axis=0)
     )
 
 
@@ -184,8 +227,13 @@ def submit(
     eps: float | None = None,
     folder: str | Path | None = None,
     work_dir: str | Path | None = None,
+    runs: Sequence[str | Path] | None = None,
 ) -> SubmitResult:
     """Writes the latest (or given) run's test predictions as a validated CSV; uploads it unless dry_run.
+
+    A `kit cv` run submits its fold ensemble, clipped at the eps its out-of-fold predictions chose (unless
+    `eps` is given). `runs` (two or more finished runs or CV runs) submits the mean of their test
+    probabilities (`ensemble_predictions`).
 
     The format is the competition's; for `folder` (any data folder), the competition's whose slug names
     the folder, else the one its sample_submission.csv shows (header, class columns' order, ids). In a
@@ -202,9 +250,23 @@ def submit(
     else:
         comp = get_competition(slug)
         root = data_dir_or_default(data_dir) / comp.slug
-    rf = RunFolder.resolve(root, run).require_finished()
+    if runs:
+        if run is not None:
+            raise ValueError(f"Give either --run {run} or --runs {' '.join(map(str, runs))}, not both.")
+        folders = [RunFolder.resolve(root, r).require_finished() for r in runs]
+        rf, p = folders[0], ensemble_predictions(folders)
+        arch = f"ensemble{len(folders)}"
+    else:
+        rf = RunFolder.resolve(root, run).require_finished()
+        p = rf.read_predictions()
+        arch = rf.read_config().get("arch", "model")
+        if arch.lower().startswith("hub:"):  # a preset's folder or handle holds slashes; only then load Keras
+            from kit.models.archs import arch_label
+
+            arch = arch_label(arch)
+        if eps is None and rf.is_cv:
+            eps = (rf.read_history().get("cv") or {}).get("clip", {}).get("eps")
     run_dir = rf.path
-    p = rf.read_predictions()
     config = rf.read_config()
     if p.test_probs is None:
         where = folder if folder is not None else root / "test"
@@ -220,9 +282,7 @@ def submit(
     ids = [fmt.id_of(Path(f).name) for f in p.test_files]
     if in_kaggle_notebook() and str(out_dir) == "submissions":
         out_dir = default_data_dir().parent / "submissions"
-    path = write_submission(
-        fmt, ids, p.test_probs, p.classes, out_dir=out_dir, arch=config.get("arch", "model"), eps=eps
-    )
+    path = write_submission(fmt, ids, p.test_probs, p.classes, out_dir=out_dir, arch=arch, eps=eps)
     result = SubmitResult(path, len(ids), metric=fmt.metric)
     if in_kaggle_notebook():
         result.also = atomic_copy(path, working_dir() / KAGGLE_SUBMISSION)
@@ -237,6 +297,6 @@ def submit(
         from kit.kaggle.client import submission_status
         from kit.kaggle.client import submit as kaggle_submit
 
-        info = kaggle_submit(comp.slug, path, message or f"kit {config.get('arch', '')} {run_dir.name}".strip())
+        info = kaggle_submit(comp.slug, path, message or f"kit {arch} {run_dir.name}".strip())
         result.status = submission_status(comp.slug, info.ref) or info
     return result

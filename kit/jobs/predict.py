@@ -1,4 +1,5 @@
-"""`kit predict`: a finished run's model on new image files, one prediction per file.
+"""`kit predict`: a finished run's model on new image files, one prediction per file (a `kit cv` run's:
+its fold models' mean).
 
 The run's `config.json` gives the arch, size and augmentation (the model is rebuilt exactly as trained,
 then its weights loaded: no ImageNet weights needed), its `predictions.npz` the class names.
@@ -106,12 +107,26 @@ def predict_images(
     (`learn.predict_files` also names them, with the reason, in one warning).
     """
     files = expand_inputs(inputs)
-    learn = load_learner(run)
-    log_probs, ok = learn.predict_files(files)
+    run.require_finished()
+    if run.is_cv:  # a `kit cv` run: its fold models, averaged as its config says
+        from kit.jobs.cv import mean_probs
+
+        probs, classes = [], []
+        for fold in run.fold_runs():
+            learn = load_learner(fold)
+            log_probs, ok = learn.predict_files(files)
+            probs.append(np.exp(log_probs))
+            classes = list(learn.data.classes)
+            del learn  # one fold model in memory at a time
+        probs_ok = mean_probs([p[ok] for p in probs], run.read_config().get("cv_mean", "arithmetic"))
+    else:
+        learn = load_learner(run)
+        log_probs, ok = learn.predict_files(files)
+        classes, probs_ok = list(learn.data.classes), np.exp(log_probs[ok])
     result = PredictResult(
-        list(learn.data.classes),
+        classes,
         [f for f, good in zip(files, ok) if good],
-        np.exp(log_probs[ok]),
+        probs_ok,
         [f for f, good in zip(files, ok) if not good],
     )
     if out is not None:

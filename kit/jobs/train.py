@@ -23,6 +23,7 @@ from kit.data.transforms import AUGMENTATIONS
 from kit.env import work_dir_for
 from kit.jobs.config import TrainConfig, config_from_dict
 from kit.kaggle.competition import DEFAULT_EPS as SUBMISSION_EPS  # how a log-loss submission is clipped
+from kit.models.archs import arch_label
 from kit.run import Predictions, RunFolder
 from kit.training.callbacks.checkpoint import (
     CheckpointError,
@@ -64,6 +65,8 @@ class Run:
     @property
     def details(self) -> str:
         """Each stage's accuracy / log loss, then the saved predictions' (with TTA when configured)."""
+        if self.final.get("validated") is False:
+            return f"trained on all {self.n_train} labelled images (--all): no validation figures; run {self.dir}"
         parts = [f"{STAGE_LABELS.get(k, k)} {v['accuracy']:.3f} / {v['log_loss']:.4f}" for k, v in self.stages.items()]
         f = self.final
         if f["tta"]:
@@ -77,6 +80,8 @@ class Run:
     @property
     def summary(self) -> str:
         """The result in one line: the saved predictions' accuracy and log loss, beside the head's."""
+        if self.final.get("validated") is False:
+            return f"{self.n_train} train images (--all), no validation figures, {self.seconds:.0f} s"
         head = self.stages.get("head")
         beside = f" (head only {head['accuracy']:.3f})" if head else ""
         return (
@@ -282,7 +287,7 @@ def stage_figures(history: list[dict], done: list[Stage]) -> dict[str, dict[str,
     for stage in done:
         end += stage.epochs
         row = rows.get(end - 1)
-        if row is not None:
+        if row is not None and row.get("val_loss") is not None:
             out[stage.name] = {"accuracy": row["accuracy"], "log_loss": row["val_loss"]}
     return out
 
@@ -324,23 +329,26 @@ def fit_stages(
     return result
 
 
-def predictions(learn: ConvLearner, cfg: TrainConfig, is_test: bool) -> np.ndarray:
-    """Probabilities (N, c): averaged over the plain pass and `n_aug` augmented ones when TTA is configured."""
+def predictions(learn: ConvLearner, cfg: TrainConfig, is_test: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (N, c): averaged over the plain pass and `n_aug` augmented ones when TTA is configured;
+    and the plain pass's alone when it is (None without TTA)."""
     if cfg.tta and cfg.n_aug > 0:
-        log_preds, _ = learn.TTA(n_aug=cfg.n_aug, is_test=is_test)
-        return np.mean(np.exp(log_preds), axis=0)
-    return np.exp(learn.predict(is_test=is_test))
+        probs = np.exp(learn.TTA(n_aug=cfg.n_aug, is_test=is_test)[0])
+        return np.mean(probs, axis=0), probs[0]
+    return np.exp(learn.predict(is_test=is_test)), None
 
 
 def save_predictions(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> Predictions:
     """The validation (and test) predictions, written into the run; returned for the run's figures."""
     data = learn.data
-    preds = Predictions(
-        list(data.classes), [str(f) for f in data.val_files], data.val_y, predictions(learn, cfg, is_test=False)
-    )
+    if len(data.val_y):
+        probs, plain = predictions(learn, cfg, is_test=False)
+    else:  # `--all`: no validation images
+        probs, plain = np.zeros((0, data.c), dtype=np.float32), None
+    preds = Predictions(list(data.classes), [str(f) for f in data.val_files], data.val_y, probs, val_plain=plain)
     if data.test_ds is not None:
         preds.test_files = [str(f) for f in data.test_files]
-        preds.test_probs = predictions(learn, cfg, is_test=True)
+        preds.test_probs, preds.test_plain = predictions(learn, cfg, is_test=True)
     run.write_predictions(preds)
     return preds
 
@@ -351,6 +359,8 @@ def final_figures(
     """The saved validation predictions' accuracy and log loss, the log loss once clipped to
     [eps, 1 - eps] as a log-loss submission is (`kit submit`'s default eps), and the competition's
     metric under its name (with `"metric"` naming it)."""
+    if len(y) == 0:  # `kit train --all`: every labelled image trained, none left to score
+        return {"tta": tta, "validated": False}
     out: dict[str, float | bool | str] = {
         "accuracy": metrics.accuracy(y, probs),
         "log_loss": metrics.log_loss(y, probs),
@@ -483,7 +493,15 @@ def preflight(cfg: TrainConfig) -> None:
     check_batch_size(cfg.bs, len(resolve_devices(cfg.devices, list_devices(), keras.backend.backend())))
 
 
-def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | Path | bool | None = None) -> Run:
+def train(
+    cfg: TrainConfig,
+    data_dir: Path,
+    verbose: bool = True,
+    resume: str | Path | bool | None = None,
+    *,
+    split: Lists | None = None,
+    runs_root: Path | None = None,
+) -> Run:
     """Trains on `<data_dir>/<slug>/` as configured; see the module docstring for what it writes.
 
     Every finished epoch leaves a checkpoint in the run folder. `resume=True` (the newest unfinished
@@ -493,15 +511,20 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
     `--folder /abs/c13`); the run's own folder otherwise. Either way the files must be the ones the
     run trained on.
 
+    `split` replaces the layout's train and valid files (`kit cv`'s folds); `runs_root` is where the run's
+    `runs/` is (default: the data's work folder).
+
     Raises:
         DivergedError: the loss became NaN or infinite (the run stays unfinished, LATEST unchanged).
         TrainingInterrupted: Ctrl-C; it names the checkpoint to resume from.
         ValueError: an argument that cannot work (checked before any image is decoded), or a resume on other data.
     """
     t0 = time.perf_counter()
+    if cfg.all_data and cfg.baseline:
+        raise ValueError("Config baseline is scored on the validation images, and all_data (--all) trains on them all.")
     run, ckpt, saved_data = None, None, None
     if resume:
-        run, ckpt = find_resume(work_root(cfg, data_dir), resume)
+        run, ckpt = find_resume(runs_root or work_root(cfg, data_dir), resume)
         saved = run.read_config()
         given = cfg
         cfg = config_from_dict(saved)
@@ -512,7 +535,10 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
     seed_everything(cfg.seed)  # every seed, and the backend's deterministic ops (kit.training.seeding)
     root = competition_root(cfg, data_dir)
     layout = resolve_layout(cfg, root)
-    lists = layout.lists(data_work_dir(cfg, root), cfg.val_pct, cfg.split_seed)  # listed once, warned once
+    # Listed once, warned once.
+    lists = split if split is not None else layout.lists(data_work_dir(cfg, root), cfg.val_pct, cfg.split_seed)
+    if cfg.all_data:
+        lists = lists.all_train()
     fingerprint = data_fingerprint(layout, lists)
     if run is not None:
         check_same_data(run, saved_data, fingerprint)
@@ -536,7 +562,7 @@ def train(cfg: TrainConfig, data_dir: Path, verbose: bool = True, resume: str | 
     )
     learn.metric = run_metric(cfg)  # shown in the epoch table, beside accuracy and log loss
     if run is None:  # made only now: a run refused or stopped while building leaves no folder behind
-        run = RunFolder.create(work_root(cfg, data_dir), cfg.arch)
+        run = RunFolder.create(runs_root or work_root(cfg, data_dir), arch_label(cfg.arch))
     # What the run really got (every device's name, the dtype policy, the data) beside what was asked for.
     run.write_config(
         {

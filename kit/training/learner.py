@@ -266,7 +266,7 @@ class ConvLearner(OnDevices):
 
     def _body_digest(self) -> str:
         weights = (keras.ops.convert_to_numpy(w) for w in self.body.weights)
-        return body_digest(self.arch.name, self.arch.preprocess, self.data.sz, weights)
+        return body_digest(self.arch.name, self.arch.preprocess_key, self.data.sz, weights)
 
     def activation_path(self, split: str, digest: str | None = None) -> Path:
         """Where a split's activations are cached: keyed by arch, body weights, size and the pixels it reads."""
@@ -395,7 +395,10 @@ class ConvLearner(OnDevices):
         return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)[: batches.n]
 
     def _validate(self, logs: dict) -> None:
-        """val_loss, accuracy and the metric through the predict function: no second compiled (test) step."""
+        """val_loss, accuracy and the metric through the predict function: no second compiled (test) step.
+        Without validation images (`kit train --all`) there is nothing to log: the table shows '-'."""
+        if len(self.data.val_y) == 0:
+            return
         log_preds, y = self._predict_split("valid"), self.data.val_y
         logs["val_loss"] = metrics.nll(y, log_preds)
         logs["val_accuracy"] = metrics.accuracy(y, log_preds)
@@ -461,7 +464,7 @@ class ConvLearner(OnDevices):
         start, optimizer_values, rng = self._continue_at(spec)
         if start == epochs:  # the loaded state closed this fit
             last = self.history[-1]
-            return [last["val_loss"], last["accuracy"]]
+            return [last.get("val_loss"), last.get("accuracy")]
         model = self._compile(lrs, optimizer_values)
         fit_kw, steps = self._fit_data(start, passes)
         first = self._epochs_done - start  # the learner's epochs when this fit began: the table's numbering
@@ -500,7 +503,7 @@ class ConvLearner(OnDevices):
         if guard.error is not None:
             raise guard.error
         last = self.history[-1]
-        return [last["val_loss"], last["accuracy"]]
+        return [last.get("val_loss"), last.get("accuracy")]
 
     def _fit_spec(self, lrs: np.ndarray, n_cycle: int, cycle_len: int | None, cycle_mult: int, epochs: int) -> dict:
         """What identifies a fit, as JSON: its arguments and the configuration its optimizer depends on."""
