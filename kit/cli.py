@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mean",
         default=None,
         dest="cv_mean",
-        choices=("arithmetic", "geometric"),
+        metavar="arithmetic|geometric",
         help="how the fold models' test probabilities are averaged (default arithmetic)",
     )
     _resume_option(p, "continue an interrupted CV run at the fold it was in (default: the newest unfinished CV run)")
@@ -344,8 +344,6 @@ def _run_training(cfg: TrainConfig, a: argparse.Namespace) -> Run:
 
 
 def _cv(a: argparse.Namespace) -> None:
-    import shlex
-
     from kit.jobs.cv import run_cv
     from kit.jobs.pipeline import data_dir_or_default
     from kit.jobs.train import TrainingInterrupted, work_root
@@ -360,16 +358,9 @@ def _cv(a: argparse.Namespace) -> None:
         r = run_cv(cfg, data_dir, resume=a.resume, progress=lambda line: print(line, flush=True))
     except TrainingInterrupted as e:  # inside a fold: the CV resumes, not the fold's run alone
         cv_run = e.run.path.parents[2]  # <cv run>/fold-<i>/runs/<run>
-        words = ["kit", "cv"] + (["--folder", a.folder] if a.folder else ["-c", cfg.competition])
-        words += (["--work-dir", a.work_dir] if a.work_dir else []) + (["--data-dir", a.data_dir] if a.data_dir else [])
-        e.args = (f"{e}. Resume the CV with: {shlex.join([*words, '--resume', cv_run.name])}",)
+        e.args = (f"{e}. Resume the CV with: {_resume_command(a, cfg, cv_run.name, 'cv')}",)
         raise
-    for f in r.folds:
-        t = f["tta"]
-        print(
-            f"cv: fold {f['fold'] + 1}: {f['n_train']} train / {f['n_valid']} held out: accuracy {t['accuracy']:.4f}, log loss {t['log_loss']:.4f}"
-        )
-    print(f"cv: {r.summary}")
+    print(f"cv: {r.summary}")  # each fold's figures were its progress line
 
 
 def _remove_stale_temporaries(roots: list[Path]) -> None:
@@ -392,11 +383,12 @@ def _remove_stale_temporaries(roots: list[Path]) -> None:
         )
 
 
-def _resume_command(a: argparse.Namespace, cfg: TrainConfig, run_name: str) -> str:
-    """The exact `kit train --resume` line for the run this command (`kit train` or `kit real`) started."""
+def _resume_command(a: argparse.Namespace, cfg: TrainConfig, run_name: str, command: str = "train") -> str:
+    """The exact `kit train --resume` line for the run this command (`kit train` or `kit real`) started
+    (`command="cv"`: the `kit cv --resume` line of a CV run)."""
     import shlex
 
-    words = ["kit", "train"]
+    words = ["kit", command]
     words += (
         ["--folder", a.folder] + (["--work-dir", a.work_dir] if a.work_dir else [])
         if a.folder

@@ -169,3 +169,19 @@ def score(name: str, y: np.ndarray | list, probs: np.ndarray) -> float:
     if name not in METRICS:
         raise ValueError(f"Unknown metric {name!r}: choose one of {', '.join(METRICS)}.")
     return METRICS[name].fn(np.asarray(y), np.asarray(probs))
+
+
+def figures(y: np.ndarray | list, probs: np.ndarray, metric: str | None = None) -> dict[str, float]:
+    """Accuracy and log loss of (N, c) probabilities, and the metric `metric` under its name when it is
+    another: what a run, a baseline and a CV fold report."""
+    out = {"accuracy": accuracy(y, probs), "log_loss": log_loss(y, probs)}
+    if metric is not None and metric not in out:
+        out[metric] = score(metric, y, probs)
+    return out
+
+
+def clip_rows(probs: np.ndarray, eps: float) -> np.ndarray:
+    """Each row clipped to [eps, 1 - eps], then divided by its sum (as Kaggle does before scoring): the
+    probabilities a log-loss submission holds. For 2 classes, the same as clipping P(1)."""
+    p = np.clip(probs, eps, 1 - eps)
+    return p / p.sum(axis=1, keepdims=True)

@@ -84,12 +84,12 @@ def test_the_clip_is_the_one_that_minimises_the_log_loss():
     p1[:4] = 1.0 - p1[:4]  # four confident mistakes, as a real model makes
     probs = np.stack([1 - p1, p1], axis=1)
     clip = cv_job.best_clip(y, probs, default_eps=0.005)
-    losses = {e: metrics.log_loss(y, cv_job.clip_rows(probs, e)) for e in cv_job.CLIP_GRID}
+    losses = {e: metrics.log_loss(y, metrics.clip_rows(probs, e)) for e in cv_job.CLIP_GRID}
     assert clip["eps"] == min(losses, key=losses.get) and clip["log_loss"] == pytest.approx(min(losses.values()))
     default = metrics.log_loss(y, np.clip(probs, 0.005, 0.995))
     assert clip["log_loss"] <= clip["default_log_loss"] == pytest.approx(default)
     assert 0.001 < clip["eps"] < 0.1 and clip["log_loss"] < losses[cv_job.CLIP_GRID[0]]  # 4 of 200 wrong: a clip pays
-    rows = cv_job.clip_rows(np.array([[1.0, 0.0, 0.0]]), 0.01)
+    rows = metrics.clip_rows(np.array([[1.0, 0.0, 0.0]]), 0.01)
     np.testing.assert_allclose(rows.sum(), 1.0)
     assert rows.min() > 0.009
 

@@ -217,7 +217,10 @@ class Interpretation:
         if not _check_bool("tta", tta):
             p = p.plain()
         if len(p.val_y) == 0:
-            raise ValueError(f"{rf.path} has no validation predictions (trained with --all): nothing to interpret.")
+            raise ValueError(
+                f"{rf.path} trained on every labelled image (kit train --all): it has no validation predictions to "
+                "analyze. Analyze a run with a validation split, or a `kit cv` run (its out-of-fold predictions)."
+            )
         return cls(p.val_files, p.val_y, p.val_probs, classes=p.classes)
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -237,6 +237,8 @@ def _validate(cfg: TrainConfig) -> None:
     check_int("split_seed", cfg.split_seed, prefix=c)
     check_int("cv_folds", cfg.cv_folds, min=2, prefix=c)
     check_choice("cv_mean", cfg.cv_mean, CV_MEANS, prefix=c)
+    if cfg.all_data and cfg.baseline:
+        raise ValueError("Config baseline is scored on the validation images, and all_data (--all) trains on them all.")
     if len(cfg.head_ps) != 2 or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in cfg.head_ps):
         raise ValueError(
             "Config head_ps must be 2 dropout rates in [0, 1), before the head's hidden and last Dense layers. "

@@ -38,15 +38,17 @@ import numpy as np
 from kit import metrics
 from kit.checks import check_choice, check_int
 from kit.data.layouts import Lists
-from kit.jobs.config import CV_MEANS, TrainConfig, config_from_dict
+from kit.jobs.config import CV_MEANS, TrainConfig
 from kit.jobs.train import (
     STAGE_LABELS,
     competition_root,
     data_fingerprint,
     data_work_dir,
     final_figures,
+    pin_folder,
     preflight,
     resolve_layout,
+    resumed_config,
     run_metric,
     train,
     work_root,
@@ -120,22 +122,15 @@ def mean_probs(probs: Sequence[np.ndarray], how: str = "arithmetic") -> np.ndarr
     return g / g.sum(axis=1, keepdims=True)
 
 
-def clip_rows(probs: np.ndarray, eps: float) -> np.ndarray:
-    """Each row clipped to [eps, 1 - eps] then renormalised: what a log-loss submission gets
-    (`kit.kaggle.submission.submission_rows`; for 2 classes, the same as clipping P(1))."""
-    p = np.clip(probs, eps, 1 - eps)
-    return p / p.sum(axis=1, keepdims=True)
-
-
 def best_clip(y: np.ndarray, probs: np.ndarray, default_eps: float) -> dict[str, float]:
     """The clip of `CLIP_GRID` with the lowest log loss on `y`, beside the default clip's log loss."""
-    losses = [metrics.log_loss(y, clip_rows(probs, e)) for e in CLIP_GRID]
+    losses = [metrics.log_loss(y, metrics.clip_rows(probs, e)) for e in CLIP_GRID]
     i = int(np.argmin(losses))
     return {
         "eps": float(CLIP_GRID[i]),
         "log_loss": float(losses[i]),
         "default_eps": float(default_eps),
-        "default_log_loss": float(metrics.log_loss(y, clip_rows(probs, default_eps))),
+        "default_log_loss": float(metrics.log_loss(y, metrics.clip_rows(probs, default_eps))),
     }
 
 
@@ -148,13 +143,6 @@ def stage_oof(folds: list[dict]) -> dict[str, dict[str, float]]:
         s: {m: sum(f["stages"][s][m] * f["n_valid"] for f in folds) / n for m in ("accuracy", "log_loss")}
         for s in names
     }
-
-
-def figures(y: np.ndarray, probs: np.ndarray, metric: str | None) -> dict[str, float]:
-    out = {"accuracy": metrics.accuracy(y, probs), "log_loss": metrics.log_loss(y, probs)}
-    if metric is not None and metric not in out:
-        out[metric] = metrics.score(metric, y, probs)
-    return out
 
 
 def fold_lists(lists: Lists, files: list[Path], y: np.ndarray, folds: np.ndarray, i: int) -> Lists:
@@ -170,14 +158,15 @@ def _rel(f: Path, base: Path) -> str:
 
 
 def default_eps(cfg: TrainConfig, n_classes: int) -> float:
-    """The clip a submission gets by default: the competition's, else the sample's rule
-    (`format_from_sample`: 0.005, divided by c - 1 for a column per class)."""
-    from kit.kaggle.competition import DEFAULT_EPS, find_competition
+    """The clip a submission gets by default: the competition's, else a sample submission's (a column per
+    class when there are more than 2, `kit.kaggle.submission.default_eps`)."""
+    from kit.kaggle.competition import find_competition
+    from kit.kaggle.submission import default_eps as sample_eps
 
     comp = find_competition(Path(cfg.folder).resolve().name if cfg.folder else cfg.competition)
     if comp is not None:
         return float(comp.eps)
-    return DEFAULT_EPS / (n_classes - 1 if n_classes > 2 else 1)
+    return sample_eps("probabilities" if n_classes > 2 else "probability", n_classes)
 
 
 def find_cv_resume(root: Path, resume: str | Path | bool) -> RunFolder:
@@ -236,10 +225,7 @@ def run_cv(
     cv_run: RunFolder | None = None
     if resume:
         cv_run = find_cv_resume(root_runs, resume)
-        given = cfg
-        cfg = config_from_dict({k: v for k, v in cv_run.read_config().items() if k not in ("cv", "data", "resolved")})
-        if given.folder:
-            cfg.folder, cfg.work_dir = given.folder, given.work_dir or cfg.work_dir
+        cfg = resumed_config(cv_run.read_config(), cfg)
     if cfg.all_data:
         raise ValueError("Config all_data trains on every labelled image, so `kit cv` would have no fold to hold out.")
     preflight(cfg)
@@ -263,9 +249,7 @@ def run_cv(
                 "resuming would mix two splits. Start a new `kit cv`."
             )
     else:
-        if cfg.folder:
-            cfg.folder = str(Path(cfg.folder).resolve())
-            cfg.work_dir = str(Path(cfg.work_dir).resolve()) if cfg.work_dir else None
+        pin_folder(cfg)
         cv_run = RunFolder.create(root_runs, f"{arch_label(cfg.arch)}-cv{k}")
         pool = lists.all_train()
         cv_run.write_cv(record)
@@ -296,7 +280,7 @@ def run_cv(
         fold["stages"] = rf.read_history().get("stages") or {}  # held-out figures at each stage's end, no TTA
         for v, p in (("tta", preds), ("plain", preds.plain())):
             oof[v][rows] = p.val_probs
-            fold[v] = figures(preds.val_y, p.val_probs, metric)
+            fold[v] = metrics.figures(preds.val_y, p.val_probs, metric)
             if p.test_probs is not None:
                 tests[v].append(p.test_probs)
         if i and preds.test_files != test_files:
@@ -315,7 +299,7 @@ def run_cv(
             stacklevel=2,
         )
     yp = y[predicted]
-    result_oof = {v: figures(yp, oof[v][predicted], metric) for v in oof}
+    result_oof = {v: metrics.figures(yp, oof[v][predicted], metric) for v in oof}
     spread = {v: {name: float(np.std([f[v][name] for f in per_fold])) for name in result_oof[v]} for v in oof}
     stages = stage_oof(per_fold)
     clip = best_clip(yp, oof["tta"][predicted], default_eps(cfg, c))

@@ -119,12 +119,7 @@ def analyze(
     root = runs_root(slug, data_dir, folder, work_dir)
     title = Path(os.path.abspath(folder)).name if folder is not None else get_competition(slug).title
     rf = RunFolder.resolve(root, run).require_finished()
-    if len(rf.read_predictions().val_y) == 0:
-        raise ValueError(
-            f"{rf.path} trained on every labelled image (kit train --all): it has no validation predictions to "
-            "analyze. Analyze a run with a validation split, or a `kit cv` run (its out-of-fold predictions)."
-        )
-    interp = Interpretation.from_run(rf)
+    interp = Interpretation.from_run(rf)  # refuses a `kit train --all` run: it has no validation predictions
     if rf.is_cv:
         title += f" (out-of-fold predictions, {rf.read_cv().get('k')} folds)"
     lr_png = rf.lr_find_png
@@ -152,6 +147,7 @@ def ensemble_predictions(runs: Sequence[RunFolder]) -> Predictions:
         raise ValueError(f"An ensemble needs at least 2 runs; received {len(runs)}: {[str(r.path) for r in runs]}.")
     preds = [r.read_predictions() for r in runs]
     first, name = preds[0], runs[0].path
+    want = [Path(f).name for f in first.test_files or []]
     probs = []
     for r, p in zip(runs, preds):
         if p.test_probs is None:
@@ -162,7 +158,6 @@ def ensemble_predictions(runs: Sequence[RunFolder]) -> Predictions:
                 f"predicts {first.classes[:5]}{'...' if len(first.classes) > 5 else ''}: an ensemble averages the same classes."
             )
         names = [Path(f).name for f in p.test_files]
-        want = [Path(f).name for f in first.test_files]
         if sorted(names) != sorted(want):
             extra, missing = sorted(set(names) - set(want)), sorted(set(want) - set(names))
             raise ValueError(

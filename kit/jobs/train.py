@@ -23,7 +23,7 @@ from kit.data.transforms import AUGMENTATIONS
 from kit.env import work_dir_for
 from kit.jobs.config import TrainConfig, config_from_dict
 from kit.kaggle.competition import DEFAULT_EPS as SUBMISSION_EPS  # how a log-loss submission is clipped
-from kit.models.archs import arch_label
+from kit.models.archs import Arch, arch_label
 from kit.run import Predictions, RunFolder
 from kit.training.callbacks.checkpoint import (
     CheckpointError,
@@ -362,14 +362,12 @@ def final_figures(
     if len(y) == 0:  # `kit train --all`: every labelled image trained, none left to score
         return {"tta": tta, "validated": False}
     out: dict[str, float | bool | str] = {
-        "accuracy": metrics.accuracy(y, probs),
-        "log_loss": metrics.log_loss(y, probs),
+        **metrics.figures(y, probs, metric),
         "clipped_log_loss": metrics.log_loss(y, np.clip(probs, SUBMISSION_EPS, 1 - SUBMISSION_EPS)),
         "tta": tta,
     }
     if metric is not None:
         out["metric"] = metric
-        out[metric] = metrics.score(metric, y, probs)
     return out
 
 
@@ -382,10 +380,7 @@ def feature_baseline(learn: ConvLearner, metric: str | None = None) -> dict[str,
     model = LogisticRegression(max_iter=2000).fit(x, y)
     probs = np.zeros((len(learn.data.val_y), learn.data.c))
     probs[:, model.classes_] = model.predict_proba(learn.activations("valid"))
-    out = {"accuracy": metrics.accuracy(learn.data.val_y, probs), "log_loss": metrics.log_loss(learn.data.val_y, probs)}
-    if metric is not None and metric not in out:
-        out[metric] = metrics.score(metric, learn.data.val_y, probs)
-    return out
+    return metrics.figures(learn.data.val_y, probs, metric)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -479,9 +474,27 @@ def check_same_data(run: RunFolder, saved: dict | None, now: dict) -> None:
         )
 
 
-def preflight(cfg: TrainConfig) -> None:
+def resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
+    """The configuration a run (or CV run) saved, to resume it with; `given.folder`, when set, is where
+    the command line says the data is now."""
+    cfg = config_from_dict(saved)
+    if given.folder:
+        cfg.folder, cfg.work_dir = given.folder, given.work_dir or cfg.work_dir
+    return cfg
+
+
+def pin_folder(cfg: TrainConfig) -> None:
+    """`cfg.folder` and `cfg.work_dir` made absolute: a run records where its data is, never relative to
+    the shell's folder."""
+    if cfg.folder:
+        cfg.folder = str(Path(cfg.folder).resolve())
+        cfg.work_dir = str(Path(cfg.work_dir).resolve()) if cfg.work_dir else None
+
+
+def preflight(cfg: TrainConfig) -> Arch:
     """Everything that can be refused before any image is decoded or any run folder made: the arch,
-    the weights file, the devices and the batch they split."""
+    the weights file, the devices and the batch they split. Returns the arch, resolved once (a Keras Hub
+    preset's folder is looked for here)."""
     import keras
 
     from kit.models.archs import get_arch
@@ -491,6 +504,7 @@ def preflight(cfg: TrainConfig) -> None:
     if cfg.weights not in ("imagenet", "none"):
         resolve_weights(arch, cfg.weights)  # an explicit file that is not there
     check_batch_size(cfg.bs, len(resolve_devices(cfg.devices, list_devices(), keras.backend.backend())))
+    return arch
 
 
 def train(
@@ -520,18 +534,13 @@ def train(
         ValueError: an argument that cannot work (checked before any image is decoded), or a resume on other data.
     """
     t0 = time.perf_counter()
-    if cfg.all_data and cfg.baseline:
-        raise ValueError("Config baseline is scored on the validation images, and all_data (--all) trains on them all.")
     run, ckpt, saved_data = None, None, None
     if resume:
         run, ckpt = find_resume(runs_root or work_root(cfg, data_dir), resume)
         saved = run.read_config()
-        given = cfg
-        cfg = config_from_dict(saved)
-        if given.folder:  # the command line says where the data is now
-            cfg.folder, cfg.work_dir = given.folder, given.work_dir or cfg.work_dir
+        cfg = resumed_config(saved, cfg)
         saved_data = saved.get("data")
-    preflight(cfg)
+    arch = preflight(cfg)
     seed_everything(cfg.seed)  # every seed, and the backend's deterministic ops (kit.training.seeding)
     root = competition_root(cfg, data_dir)
     layout = resolve_layout(cfg, root)
@@ -543,14 +552,12 @@ def train(
     if run is not None:
         check_same_data(run, saved_data, fingerprint)
     if cfg.folder:
-        # The run records where its data is, never relative to the shell's folder.
-        cfg.folder = str(Path(cfg.folder).resolve())
-        cfg.work_dir = str(Path(cfg.work_dir).resolve()) if cfg.work_dir else None
+        pin_folder(cfg)
         cfg.labels = str(layout.labels) if layout.labels is not None else None
         cfg.images = str(layout.images) if layout.kind == "csv" else cfg.images
     data = load_data(cfg, root, progress=verbose, layout=layout, lists=lists)
     learn = ConvLearner.pretrained(
-        cfg.arch,
+        arch,
         data,
         precompute=True,
         weights=None if cfg.weights == "none" else cfg.weights,

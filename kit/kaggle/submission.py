@@ -265,6 +265,12 @@ def competition_format(
     )
 
 
+def default_eps(kind: str, n_classes: int) -> float:
+    """The log-loss clip of a format read from a sample: DEFAULT_EPS, divided by c - 1 for a column per class
+    (a confident right answer costs log(1 + (c - 1)·eps), so many classes want a smaller eps)."""
+    return DEFAULT_EPS / (n_classes - 1 if kind == "probabilities" else 1)
+
+
 def format_from_sample(
     sample_csv: str | os.PathLike,
     classes: Sequence[str],
@@ -327,7 +333,7 @@ def format_from_sample(
         classes=classes,
         positive_class=positive,
         metric=default if metric is None else metric,
-        eps=eps if eps is not None else DEFAULT_EPS / (len(classes) - 1 if kind == "probabilities" else 1),
+        eps=eps if eps is not None else default_eps(kind, len(classes)),
         expected_ids=tuple(ids),
         keep_extension=bool(ids) and all(is_image_name(i) for i in ids),
     )
@@ -453,8 +459,7 @@ def submission_rows(
             # little under eps. The clip's price grows with the classes: a confident right answer
             # costs log(1 + (c - 1)·eps), 0.47 for 120 breeds at eps = 0.005, so a many-class
             # competition wants a small eps (1e-4 costs 0.012 there).
-            p = np.clip(p, eps, 1 - eps)
-            p = p / p.sum(axis=1, keepdims=True)
+            p = metrics.clip_rows(p, eps)
         labels = [tuple(format(float(v), ".6g") for v in row) for row in p]
     elif fmt.kind == "probability":
         p = probs[:, classes.index(fmt.positive_class)]

@@ -85,8 +85,8 @@ class Preprocess(keras.layers.Layer):
                 f"scale={scale!r}, offset={offset!r}."
             )
         affine = self.mode == "affine"
-        self.scale = _per_channel("scale", 1.0 if scale is None else scale) if affine else None
-        self.offset = _per_channel("offset", 0.0 if offset is None else offset) if affine else None
+        self.scale = per_channel("scale", 1.0 if scale is None else scale) if affine else None
+        self.offset = per_channel("offset", 0.0 if offset is None else offset) if affine else None
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
@@ -113,7 +113,7 @@ class Preprocess(keras.layers.Layer):
         return config
 
 
-def _per_channel(name: str, value: Any) -> tuple[float, float, float]:
+def per_channel(name: str, value: Any) -> tuple[float, float, float]:
     """Three floats, one per RGB channel, from one number or a sequence of 1 or 3."""
     values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
     if len(values) == 1:

@@ -30,7 +30,7 @@ from typing import Any
 
 import keras
 
-from kit.models.archs import HUB_PREFIX, Arch
+from kit.models.archs import HUB_PREFIX, Arch, per_channel
 from kit.models.weights import PRESET_CONFIG, PRESET_WEIGHTS, is_preset_folder, resolve_preset
 
 INSTALL_HINT = (
@@ -168,12 +168,9 @@ def read_converter(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
         base = 1.0 if scale is None else float(scale)
         scale = [base / s for s in std]
         offset = [-m / s for m, s in zip(config["mean"], std)]
-    return _channels(1.0 if scale is None else scale), _channels(0.0 if offset is None else offset)
-
-
-def _channels(value: Any) -> tuple[float, ...]:
-    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
-    return tuple(values * 3 if len(values) == 1 else values)
+    return per_channel("scale", 1.0 if scale is None else scale), per_channel(
+        "offset", 0.0 if offset is None else offset
+    )
 
 
 def read_config(folder: Path) -> dict:
