@@ -100,6 +100,13 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
     p.add_argument(
+        "--head-bag",
+        type=int,
+        default=None,
+        metavar="N",
+        help="heads trained on the activations, their probabilities averaged (default 5 when the head is the last stage, else 1)",
+    )
+    p.add_argument(
         "--unfreeze-epochs",
         type=int,
         default=None,
@@ -294,6 +301,7 @@ def _config(a: argparse.Namespace, **extra) -> TrainConfig:
         size=a.size,
         epochs=a.epochs,
         lr=a.lr,
+        head_bag=a.head_bag,
         unfreeze_epochs=a.unfreeze_epochs,
         bs=a.bs,
         sample=a.sample,

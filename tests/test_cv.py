@@ -38,7 +38,10 @@ def folder(tmp_path) -> Path:
 
 def _config(tmp_path: Path, **values) -> str:
     path = tmp_path / "cfg.json"
-    path.write_text(json.dumps({"tta": True, "n_aug": 1, "num_workers": 1, "head_min_steps": 0, **values}))
+    # One head a fold: the folds are the point here (a bag's heads are tests/test_head_bag.py's).
+    path.write_text(
+        json.dumps({"tta": True, "n_aug": 1, "num_workers": 1, "head_min_steps": 0, "head_bag": 1, **values})
+    )
     return str(path)
 
 

@@ -188,6 +188,19 @@ def test_two_devices_train_as_one(two):
     assert np.abs(p1 - p2).max() < 1e-4
 
 
+@pytest.mark.parametrize("policy, devices", CELLS, ids=[f"{p}-{d}dev" for p, d in CELLS])
+def test_a_bag_of_heads_trains_and_predicts_in_every_cell(two, policy, devices):
+    b = two["cells"][f"{policy}/{devices}"]["bag"]
+    assert b["epochs"] == [0, 1] and b["finite"] and b["sums_to_one"] and b["member_0_differs"]
+    assert b["bag_is_the_last_member_view"] < 1e-6
+    assert b["images_vs_activations"] < (2e-2 if policy != "float32" else 1e-4)  # the image model holds the bag
+
+
+def test_a_bag_on_two_devices_predicts_as_on_one(two):
+    p1, p2 = (np.array(two["cells"][f"float32/{d}"]["bag"]["predict"]) for d in (1, 2))
+    assert np.abs(p1 - p2).max() < 1e-4
+
+
 def test_checkpoints_move_between_device_counts(two):
     assert two["load_2_on_1_max_diff"] < 1e-5
     assert two["load_1_on_2_max_diff"] < 1e-5

@@ -37,7 +37,8 @@ def _tiny_arch(monkeypatch):
 
 def _config(tmp_path: Path, **values) -> str:
     path = tmp_path / "cfg.json"
-    path.write_text(json.dumps({"tta": False, "num_workers": 1, **values}))
+    # One head: these runs are about where a resume trains (a bag's heads resume in tests/test_head_bag.py).
+    path.write_text(json.dumps({"tta": False, "num_workers": 1, "head_bag": 1, **values}))
     return str(path)
 
 

@@ -25,6 +25,9 @@ from kit.kaggle.competition import is_slug
 from kit.training.device import PRECISION_NAMES
 
 CV_MEANS = ("arithmetic", "geometric")  # how `kit cv` averages its fold models' probabilities
+# Heads of the bag when the head is the run's last stage (`head_bag` None): 5-fold CV on the dog breeds' train split
+# chose 5 (1.305 → 1.133 log loss; 3 heads: 1.173), and on Dogs vs. Cats it beats the typical single head (README).
+HEAD_BAG = 5
 
 
 @dataclass
@@ -51,6 +54,9 @@ class TrainConfig:
     # train split, 1.40 → 1.31 log loss, and no harm on 2 classes (README, under Kaggle's image competitions).
     head_ps: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.5])
     head_min_steps: int = 300  # ... each of them several passes until the head makes this many steps; 0: off
+    # Heads trained one after another on the activations (each its own init, shuffling and lr_find), their probabilities
+    # averaged. None: HEAD_BAG when the head is the last stage, else 1 (the later stages fine-tune one head).
+    head_bag: int | None = None
     cycle_len: int | None = 1  # SGDR cycles of 1 epoch; None or 0 (TOML has no null) for a constant rate
     cycle_mult: int = 1
     aug: str = "side_on"  # "side_on" (photos), "top_down" (satellite), "none"
@@ -226,6 +232,13 @@ def _check_types(values: dict[str, Any]) -> None:
             )
 
 
+def head_bag(cfg: TrainConfig) -> int:
+    """The heads of the run's bag: `cfg.head_bag`, or HEAD_BAG when the head on activations is the last stage."""
+    if cfg.head_bag is not None:
+        return cfg.head_bag
+    return 1 if cfg.augment_epochs or cfg.unfreeze_epochs else HEAD_BAG
+
+
 def _validate(cfg: TrainConfig) -> None:
     c = "Config "  # every message starts so: the reader knows it is a TrainConfig field
     for n in ("size", "bs", "epochs", "cycle_mult", "unfreeze_cycle_mult"):
@@ -233,6 +246,13 @@ def _validate(cfg: TrainConfig) -> None:
     for n in ("seed", "augment_epochs", "unfreeze_epochs", "unfreeze_cycle_len", "n_aug", "head_min_steps"):
         check_int(n, getattr(cfg, n), min=0, prefix=c)
     check_int("cycle_len", cfg.cycle_len, min=0, none_ok=True, prefix=c)
+    check_int("head_bag", cfg.head_bag, min=1, none_ok=True, prefix=c)
+    if (cfg.head_bag or 1) > 1 and (cfg.augment_epochs or cfg.unfreeze_epochs):
+        raise ValueError(
+            f"Config head_bag={cfg.head_bag} trains {cfg.head_bag} heads on the precomputed activations only, and the later "
+            "stages fine-tune one head on images: set head_bag to 1 (or leave it unset) with "
+            f"augment_epochs={cfg.augment_epochs}, unfreeze_epochs={cfg.unfreeze_epochs}."
+        )
     check_int("max_per_class", cfg.max_per_class, min=1, none_ok=True, prefix=c)
     check_int("split_seed", cfg.split_seed, prefix=c)
     check_int("cv_folds", cfg.cv_folds, min=2, prefix=c)

@@ -93,7 +93,13 @@ def load_learner(run: RunFolder):
     classes = run.read_predictions().classes
     tfms = make_tfms(cfg["arch"], int(cfg["size"]), cfg.get("aug", "none"), cfg.get("max_zoom"))
     data = ImageClassifierData.from_classes(classes, tfms, bs=int(cfg.get("bs", 64)), work_dir=run.path)
-    learn = ConvLearner.pretrained(cfg["arch"], data, weights=None, mixed_precision=cfg.get("mixed_precision", "auto"))
+    learn = ConvLearner.pretrained(
+        cfg["arch"],
+        data,
+        weights=None,
+        mixed_precision=cfg.get("mixed_precision", "auto"),
+        bag=int(cfg.get("head_bag") or 1),  # saved resolved; a run from before bags has one head
+    )
     learn.load(run.weights_file)
     return learn
 

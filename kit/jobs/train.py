@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from kit.data import ImageClassifierData, tfms_from_model
 from kit.data.layouts import Layout, Lists, detect_layout
 from kit.data.transforms import AUGMENTATIONS
 from kit.env import work_dir_for
-from kit.jobs.config import TrainConfig, config_from_dict
+from kit.jobs.config import TrainConfig, config_from_dict, head_bag
 from kit.kaggle.competition import DEFAULT_EPS as SUBMISSION_EPS  # how a log-loss submission is clipped
 from kit.models.archs import Arch, arch_label
 from kit.run import Predictions, RunFolder
@@ -181,8 +182,8 @@ def load_data(
     )
 
 
-def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> float:
-    """The configured rate, or lr_find's suggestion (its plots saved into the run).
+def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder | None) -> float:
+    """The configured rate, or lr_find's suggestion (its plots saved into `run` when given).
 
     When the loss diverges before lr_find has a curve to read (fewer than 5 finite points), the
     test runs again from a rate 100x lower; if it still diverges at once, this raises rather than
@@ -201,6 +202,8 @@ def pick_lr(learn: ConvLearner, cfg: TrainConfig, run: RunFolder) -> float:
             f"lr_find's loss diverged within a few batches even from start_lr={start * 100:g}, so its suggestion "
             "would be a guess: set the rate with --lr (or lr in --config), and check the data and the model."
         )
+    if run is None:
+        return float(lr)
     from kit.analysis.report import save_figure
 
     save_figure(learn.sched.plot(), run.lr_find_png, dpi=90)
@@ -224,6 +227,7 @@ class Stage:
     # Why: 633 dog photos of 120 breeds at bs 64 are 30 steps in 3 epochs (0.50 accuracy / 2.33 log loss on
     # valid) against 0.72 / 1.13 with 300 (5-fold CV on the train split chose it: README.md).
     min_steps: int = 0
+    members: int = 1  # "head": the bag's heads, each fit in turn for this stage's epochs (`ConvLearner.member`)
 
     def prepare(self, learn: ConvLearner) -> None:
         learn.opt = self.opt  # read by the next fit's compile
@@ -236,6 +240,7 @@ class Stage:
 
     @property
     def epochs(self) -> int:
+        """Epochs of one fit (one member's, for a bag)."""
         return (
             self.n_cycle if self.cycle_len is None else sgdr_total_epochs(self.n_cycle, self.cycle_len, self.cycle_mult)
         )
@@ -254,7 +259,16 @@ def stages(cfg: TrainConfig, lr: float) -> list[Stage]:
     """The lesson's stages: head on activations (at least `cfg.head_min_steps` optimizer steps, see
     `ConvLearner.fit(min_steps=)`), head on augmented images, then all layers."""
     out = [
-        Stage("head", lr, cfg.epochs, cfg.cycle_len or None, cfg.cycle_mult, opt=cfg.opt, min_steps=cfg.head_min_steps)
+        Stage(
+            "head",
+            lr,
+            cfg.epochs,
+            cfg.cycle_len or None,
+            cfg.cycle_mult,
+            opt=cfg.opt,
+            min_steps=cfg.head_min_steps,
+            members=head_bag(cfg),
+        )
     ]
     if cfg.augment_epochs:
         out.append(Stage("augment", lr, cfg.augment_epochs, 1, opt=cfg.opt))
@@ -285,7 +299,7 @@ def stage_figures(history: list[dict], done: list[Stage]) -> dict[str, dict[str,
     rows = {r["epoch"]: r for r in history}
     out, end = {}, 0
     for stage in done:
-        end += stage.epochs
+        end += stage.epochs * stage.members  # a bag's last row validates all its heads
         row = rows.get(end - 1)
         if row is not None and row.get("val_loss") is not None:
             out[stage.name] = {"accuracy": row["accuracy"], "log_loss": row["val_loss"]}
@@ -299,26 +313,28 @@ def fit_stages(
     verbose: bool = True,
     checkpoint_dir: Path | None = None,
     resume: dict | None = None,
-) -> list[float]:
-    """Runs `stages(cfg, lr)`, with a checkpoint after every epoch into `checkpoint_dir`.
+    find_lr: Callable[[], float] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Runs `stages(cfg, lr)`, with a checkpoint after every epoch into `checkpoint_dir`; returns the
+    last fit's [val_loss, accuracy] and the rate of each head of the bag.
 
-    `resume` (what `read_checkpoint` read: the learner's state, the stage under "facts") skips the
-    stages before the checkpoint's and loads the state into the learner as that stage begins: its
-    fit continues from the next epoch (or returns at once if the checkpoint closed it), with the
-    weights, optimizer state, seeds, schedule position and shuffling of the uninterrupted run.
+    A bag's heads are fit one after another (`ConvLearner.member`): the first at `lr`, each other one at
+    `find_lr()` (its own lr_find, on its own weights; None: at `lr` too).
+
+    `resume` (what `read_checkpoint` read: the learner's state, the stage and head under "facts") skips
+    the stages and heads before the checkpoint's and loads the state into the learner as that one
+    begins: its fit continues from the next epoch (or returns at once if the checkpoint closed it),
+    with the weights, optimizer state, seeds, schedule position and shuffling of the uninterrupted run.
     """
     result: list[float] = []
-    resume_stage = None if resume is None else int(resume["facts"]["stage"])
-    for i, stage in enumerate(stages(cfg, lr)):
-        stage.prepare(learn)  # every stage's switch, a skipped one's too: the learner ends configured as then
-        if resume_stage is not None and i < resume_stage:
-            continue
-        if i == resume_stage:
-            learn.load_state_dict(resume)
-        facts = {"stage": i, "stage_name": stage.name, "lr": lr}
+    then = {} if resume is None else resume["facts"]
+    resume_at = None if resume is None else (int(then["stage"]), int(then.get("member", 0)))
+    head_lrs = list(then.get("head_lrs", []))
+
+    def fit(stage: Stage, lrs: float | np.ndarray, facts: dict) -> list[float]:
         cbs = [] if checkpoint_dir is None else [EpochCheckpoint(checkpoint_dir, learn, facts=facts)]
-        result = learn.fit(
-            stage.lrs,
+        return learn.fit(
+            lrs,
             stage.n_cycle,
             cycle_len=stage.cycle_len,
             cycle_mult=stage.cycle_mult,
@@ -326,7 +342,27 @@ def fit_stages(
             callbacks=cbs,
             min_steps=stage.min_steps,
         )
-    return result
+
+    for i, stage in enumerate(stages(cfg, lr)):
+        stage.prepare(learn)  # every stage's switch, a skipped one's too: the learner ends configured as then
+        if resume_at is not None and i < resume_at[0]:
+            continue
+        facts = {"stage": i, "stage_name": stage.name, "lr": lr}
+        if stage.members == 1:
+            if resume_at == (i, 0):
+                learn.load_state_dict(resume)
+            result = fit(stage, stage.lrs, facts)
+            continue
+        for m in range(stage.members):  # a bag's heads, one after another
+            if resume_at is not None and (i, m) < resume_at:
+                continue  # a head the checkpoint's weights already hold
+            with learn.member(m):
+                if resume_at == (i, m):
+                    learn.load_state_dict(resume)
+                else:
+                    head_lrs = head_lrs[:m] + [lr if m == 0 or find_lr is None else find_lr()]
+                result = fit(stage, head_lrs[m], {**facts, "member": m, "head_lrs": head_lrs})
+    return result, head_lrs
 
 
 def predictions(learn: ConvLearner, cfg: TrainConfig, is_test: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -477,7 +513,8 @@ def check_same_data(run: RunFolder, saved: dict | None, now: dict) -> None:
 def resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
     """The configuration a run (or CV run) saved, to resume it with; `given.folder`, when set, is where
     the command line says the data is now."""
-    cfg = config_from_dict(saved)
+    # A run saved before bags of heads had one head, whatever the default is now.
+    cfg = config_from_dict({"head_bag": 1, **saved})
     if given.folder:
         cfg.folder, cfg.work_dir = given.folder, given.work_dir or cfg.work_dir
     return cfg
@@ -555,6 +592,7 @@ def train(
         pin_folder(cfg)
         cfg.labels = str(layout.labels) if layout.labels is not None else None
         cfg.images = str(layout.images) if layout.kind == "csv" else cfg.images
+    cfg.head_bag = head_bag(cfg)  # saved as resolved: the run's weights hold this many heads
     data = load_data(cfg, root, progress=verbose, layout=layout, lists=lists)
     learn = ConvLearner.pretrained(
         arch,
@@ -566,6 +604,7 @@ def train(
         opt=cfg.opt,
         devices=cfg.devices,
         compilation_cache=cfg.compilation_cache,
+        bag=cfg.head_bag,
     )
     learn.metric = run_metric(cfg)  # shown in the epoch table, beside accuracy and log loss
     if run is None:  # made only now: a run refused or stopped while building leaves no folder behind
@@ -585,8 +624,20 @@ def train(
             f"log loss {baseline['log_loss']:.4f}"
         )
     try:
-        lr = float(ckpt["facts"]["lr"]) if ckpt else pick_lr(learn, cfg, run)
-        val_loss, acc = fit_stages(learn, cfg, lr, verbose=verbose, checkpoint_dir=run.checkpoint_dir, resume=ckpt)
+        if ckpt:
+            lr = float(ckpt["facts"]["lr"])
+        else:
+            with learn.member(0):  # the first head's rate; a bag's other heads find their own (fit_stages)
+                lr = pick_lr(learn, cfg, run)
+        (val_loss, acc), head_lrs = fit_stages(
+            learn,
+            cfg,
+            lr,
+            verbose=verbose,
+            checkpoint_dir=run.checkpoint_dir,
+            resume=ckpt,
+            find_lr=None if cfg.lr is not None else lambda: pick_lr(learn, cfg, None),
+        )
     except KeyboardInterrupt as e:
         try:
             epoch = read_checkpoint_state(run.checkpoint_dir)["history"][-1]["epoch"]
@@ -604,6 +655,7 @@ def train(
             "val_loss": val_loss,
             "val_accuracy": acc,
             "stages": figures,
+            **({"head_lrs": head_lrs} if head_lrs else {}),
             "final": final,
             **({"baseline": baseline} if baseline is not None else {}),
         }

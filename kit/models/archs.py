@@ -21,7 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from kit.checks import check_choice
+from kit.checks import check_choice, check_int
 from kit.models.weights import WeightsNotFoundError, resolve_weights  # noqa: F401 - part of this module's API
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -309,7 +309,11 @@ class LogSoftmax(keras.layers.Layer):
 
 
 def build_head(
-    n_features: int, c: int, ps: float | list[float] | None = None, xtra_fc: list[int] | None = None
+    n_features: int,
+    c: int,
+    ps: float | list[float] | None = None,
+    xtra_fc: list[int] | None = None,
+    name: str = "head",
 ) -> keras.Sequential:
     """fastai's head: [BN → dropout → Dense(relu)] per extra layer, then BN → dropout → Dense(c) → log-softmax.
 
@@ -348,7 +352,44 @@ def build_head(
         keras.layers.Dense(c, dtype="float32"),
         LogSoftmax(dtype="float32"),
     ]
-    return keras.Sequential(layers, name="head")
+    return keras.Sequential(layers, name=name)
+
+
+def log_mean_exp(log_probs: Any, axis: int = 0) -> Any:
+    """log(mean(exp(x))) over `axis`, computed stably: the log of the members' mean probability."""
+    n = log_probs.shape[axis]
+    return ops.logsumexp(log_probs, axis=axis) - ops.log(ops.cast(n, log_probs.dtype))
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class BagMean(keras.layers.Layer):
+    """The members' log-probabilities in, the log of their mean probability out (a bag's prediction)."""
+
+    def call(self, members):
+        return log_mean_exp(ops.stack([ops.cast(m, "float32") for m in members], axis=0), axis=0)
+
+
+def build_bag(
+    n_features: int, c: int, n: int, ps: float | list[float] | None = None, xtra_fc: list[int] | None = None
+) -> tuple[keras.Model, list[keras.Model]]:
+    """A bag of `n` heads of `build_head` on the same features, and its members.
+
+    The bag predicts the log of its members' mean probability; each member is a head of its own
+    (its own initial weights and dropout), trained on its own (`ConvLearner.member`). With n = 1 the
+    bag is the head itself.
+
+    Why: with few photos a class, much of one head's log loss is its own noise (its initial weights,
+    shuffling and lr_find's rate); the mean of 5 independently trained heads cut the dog breeds' 5-fold
+    CV log loss 1.305 → 1.133 (README, under Kaggle's image competitions).
+    """
+    n = check_int("n", n, min=1, prefix="build_bag's ")
+    if n == 1:
+        head = build_head(n_features, c, ps=ps, xtra_fc=xtra_fc)
+        return head, [head]
+    members = [build_head(n_features, c, ps=ps, xtra_fc=xtra_fc, name=f"head_{i}") for i in range(n)]
+    x = keras.Input((n_features,), name="features")
+    bag = keras.Model(x, BagMean(dtype="float32", name="bag_mean")([m(x) for m in members]), name="head")
+    return bag, members
 
 
 def split_body_layers(

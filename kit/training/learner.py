@@ -1,11 +1,13 @@
 """`ConvLearner`: a pretrained body, the lesson's head, and fit / lr_find / predict / TTA over Keras.
 
 Underneath are ordinary Keras models: `learn.model` (uint8 images → log-probabilities, augmentation
-active only while training), `learn.body`, `learn.head`; `fit` is `keras.Model.fit` with callbacks.
+active only while training), `learn.body`, `learn.head` (a bag of `learn.members` heads when built with
+`bag=N`, each trained on its own inside `learn.member(i)`); `fit` is `keras.Model.fit` with callbacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -23,7 +25,7 @@ from kit.checks import check_choice, check_int
 from kit.data.dataset import Batches, ImageClassifierData
 from kit.data.images import decode_files
 from kit.data.transforms import RandomFlip, RandomZoom, Transforms
-from kit.models.archs import Arch, ConcatPool, build_body, build_head, get_arch, split_body_layers
+from kit.models.archs import Arch, ConcatPool, build_bag, build_body, get_arch, log_mean_exp, split_body_layers
 from kit.training.callbacks.divergence import DivergenceGuard
 from kit.training.callbacks.lr_range_test import LRRangeTest
 from kit.training.callbacks.progress import EpochTable
@@ -78,10 +80,13 @@ class ConvLearner(OnDevices):
         placement: Placement | None = None,
         mixed_precision: str | None = None,
         metric: str | None = None,
+        members: Sequence[keras.Model] | None = None,
     ):
         """A learner over a body and a head already built (`pretrained` builds them).
 
         Args:
+            members: list of keras.Model or None. When `head` is a bag (`kit.models.archs.build_bag`),
+                its member heads, each trained on its own (`member`); None: the head is one head.
             placement: Placement or None. The devices (default: the backend's first). The body and
                 head must have been built inside `placement.scope()`; every public method then runs
                 inside it too (`OnDevices`).
@@ -101,6 +106,8 @@ class ConvLearner(OnDevices):
             )
         self.mixed_precision = policy
         self.data, self.arch, self.body, self.head = data, arch, body, head
+        self.members: list[keras.Model] = list(members) if members else [head]
+        self._member: int | None = None  # the member `fit` and `lr_find` train (`member`); None: the whole head
         self.opt, self.momentum = opt, momentum
         sz = data.sz
         self.backbone = body.layers[-1]
@@ -153,6 +160,7 @@ class ConvLearner(OnDevices):
         compilation_cache: bool | str | Path | None = None,
         devices: str | int | Sequence[str] | None = "auto",
         metric: str | None = None,
+        bag: int = 1,
     ) -> ConvLearner:
         """A learner with a pretrained body (frozen) and a new head for `data.c` classes.
 
@@ -174,8 +182,11 @@ class ConvLearner(OnDevices):
                 N) or a list of device names: data-parallel training (`kit.training.distribute`).
                 `data.bs` stays the global batch and must be a multiple of the device count.
             metric: str or None. The competition's metric shown while training (`ConvLearner.metric`).
+            bag: int. Heads in the head, each trained on its own on the precomputed activations
+                (`member`), their probabilities averaged in every prediction (`build_bag`); 1: one head.
         """
         _check_metric(metric)  # before minutes of building a body
+        bag = check_int("bag", bag, min=1, prefix="ConvLearner.pretrained's ")
         enable_compilation_cache(compilation_cache)
         placement = Placement.create(devices)
         check_batch_size(data.bs, placement.n)
@@ -185,7 +196,9 @@ class ConvLearner(OnDevices):
         with precision(mixed_precision) as policy, placement.scope():
             body = build_body(arch, data.sz, weights)
             n_features = 2 * int(body.output.shape[-1])
-            head = build_head(n_features, data.c, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc)
+            head, members = build_bag(
+                n_features, data.c, bag, ps=list(ps) if isinstance(ps, (list, tuple)) else ps, xtra_fc=xtra_fc
+            )
         return cls(
             data,
             arch,
@@ -197,6 +210,7 @@ class ConvLearner(OnDevices):
             placement=placement,
             mixed_precision=policy,
             metric=metric,
+            members=members,
         )
 
     # ----------------------------------------------------------------------------- metric
@@ -298,6 +312,45 @@ class ConvLearner(OnDevices):
         # the body eagerly on TensorFlow, batch after batch: 3x slower than an epoch through it.
         return keras.ops.convert_to_numpy(self.placement.predict_on_batch(self.features_model, xb))
 
+    # ----------------------------------------------------------------------------- a bag of heads
+    @property
+    def bag(self) -> int:
+        """How many heads the head averages (`pretrained(bag=)`); 1: one head."""
+        return len(self.members)
+
+    @contextlib.contextmanager
+    def member(self, i: int):
+        """Trains member `i` of the bag alone on the precomputed activations, inside the `with` block.
+
+        There `fit` and `lr_find` train that head only (with its own optimizer), and the validation
+        figures, `predict()` and `state_dict()`'s fit are those of the bag of members 0..i: the members
+        after `i` have not been trained yet. With one head, `member(0)` is the head.
+
+        Example:
+            for i in range(learn.bag):
+                with learn.member(i):
+                    learn.fit(learn.lr_find(), 3, cycle_len=1)
+        """
+        i = check_int("i", i, min=0, max=self.bag - 1, prefix=f"learn.member (a bag of {self.bag} heads): ")
+        if not self.precompute:
+            raise ValueError(
+                "learn.member(i) trains one head of the bag on the precomputed activations: "
+                "set learn.precompute = True first (a bag on images trains as one model)."
+            )
+        if self._member is not None:
+            raise ValueError(f"learn.member({i}) inside learn.member({self._member}): one member at a time.")
+        self._member = i
+        try:
+            yield self.members[i]
+        finally:
+            self._member = None
+
+    def _fitting(self) -> keras.Model:
+        """The model `fit` trains: a bag's member, the head on activations, or the whole model on images."""
+        if not self.precompute:
+            return self.model
+        return self.head if self._member is None or self.bag == 1 else self.members[self._member]
+
     # ----------------------------------------------------------------------------- training
     def _lrs(self, lrs: float | Sequence[float]) -> np.ndarray:
         arr = np.atleast_1d(np.asarray(lrs, dtype=np.float64))
@@ -315,7 +368,7 @@ class ConvLearner(OnDevices):
 
         The optimizer starts fresh, or from `optimizer_values` (a loaded state's, see `load_state_dict`).
         """
-        model = self.head if self.precompute else self.model
+        model = self._fitting()
         if len(lrs) == 1:
             base, mult = float(lrs[0]), None
         elif self.precompute:
@@ -382,7 +435,12 @@ class ConvLearner(OnDevices):
     def _predict_split(self, split: str) -> np.ndarray:
         """Log-probabilities of a split through the compiled predict function, batches of one shape."""
         if self.precompute:
-            return self._predict(self.head, Batches(self._act[split], None, self.data.bs, fixed=True))
+            batches = Batches(self._act[split], None, self.data.bs, fixed=True)
+            if self._member is None or self.bag == 1:
+                return self._predict(self.head, batches)
+            # Inside `member(i)`: the bag of the members trained so far, as it will stand after member i.
+            trained = np.stack([self._predict(m, batches) for m in self.members[: self._member + 1]])
+            return np.asarray(keras.ops.convert_to_numpy(log_mean_exp(keras.ops.convert_to_tensor(trained))))
         return self._predict(self.model, self._image_batches(split))
 
     def _image_batches(self, split: str) -> Batches:
@@ -490,7 +548,10 @@ class ConvLearner(OnDevices):
             )
         if best_save_name:
             cbs.append(self._save_best(model, self._model_path(best_save_name)))
-        table = EpochTable(start_epoch=first, show=verbose, title=self.device_line, metric=self.metric)
+        title = self.device_line
+        if self._member is not None and self.bag > 1:  # the table's figures are the bag's so far
+            title += f"; head {self._member + 1} of {self.bag}, validated as the mean of heads 1-{self._member + 1}"
+        table = EpochTable(start_epoch=first, show=verbose, title=title, metric=self.metric)
         cbs.append(table)
         # Last of the learner's own and before the caller's: a checkpoint reads the state of this epoch's end.
         cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._record_epoch(guard, table)))
@@ -518,6 +579,8 @@ class ConvLearner(OnDevices):
             "precompute": bool(self.precompute),
             "frozen_to": int(self._frozen_to),
             "train_bn": bool(self.train_bn),
+            # Only inside `member(i)`: a state saved by an earlier release still names its fit the same.
+            **({"member": self._member} if self._member is not None else {}),
         }
 
     def _continue_at(self, spec: dict) -> tuple[int, list[np.ndarray] | None, dict | None]:
@@ -527,16 +590,17 @@ class ConvLearner(OnDevices):
         if pending is None:
             return 0, None, None
         position = pending["position"]
-        saved = {k: position.get(k) for k in spec}
-        if saved != spec:
+        keys = list(spec) + [k for k in ("member",) if k in position and k not in spec]
+        saved, now = {k: position.get(k) for k in keys}, {k: spec.get(k) for k in keys}
+        if saved != now:
             if position["epoch"] == position["epochs"]:  # that fit had ended: this one is the next
                 self._pending = None
                 return 0, None, None
-            diff = ", ".join(f"{k}={saved[k]!r} then, {spec[k]!r} now" for k in spec if saved[k] != spec[k])
+            diff = ", ".join(f"{k}={saved[k]!r} then, {now[k]!r} now" for k in keys if saved[k] != now[k])
             raise ValueError(
                 f"The loaded state stands after epoch {position['epoch']} of {position['epochs']} of another fit: "
                 f"{diff}. Call fit with the arguments it had, with the learner configured as then "
-                "(freeze_to / unfreeze / precompute), to continue it."
+                "(freeze_to / unfreeze / precompute / member), to continue it."
             )
         self._pending = None
         return int(position["epoch"]), pending["optimizer"], pending["rng"]
@@ -724,7 +788,7 @@ class ConvLearner(OnDevices):
         if self._pending is not None:  # loaded, not yet continued: give the loaded state back
             optimizer, position, rng = self._pending["optimizer"], self._pending["position"], self._pending["rng"]
         elif self._position is not None:
-            fitting = self.head if self.precompute else self.model
+            fitting = self._fitting()
             sync_model_state(fitting)  # JAX keeps a fit's state outside the variables between batches
             optimizer, position = variable_values(fitting.optimizer.variables), self._position
         return {
@@ -806,4 +870,5 @@ class ConvLearner(OnDevices):
         return lesson.use(Interpretation.from_learner(self, tta=tta))
 
     def __repr__(self) -> str:
-        return f"ConvLearner({self.arch.name}, classes={self.data.c}, sz={self.data.sz}, precompute={self.precompute}, frozen_to={self._frozen_to})"
+        bag = f", bag={self.bag}" if self.bag > 1 else ""
+        return f"ConvLearner({self.arch.name}, classes={self.data.c}, sz={self.data.sz}, precompute={self.precompute}, frozen_to={self._frozen_to}{bag})"

@@ -87,7 +87,7 @@ def scoped(record: dict, name: str, call):
 
 
 # ----------------------------------------------------------------------------- the lesson
-def learner(policy: str, devices: int, precompute: bool = True, aug: bool = False) -> ConvLearner:
+def learner(policy: str, devices: int, precompute: bool = True, aug: bool = False, bag: int = 1) -> ConvLearner:
     for f in (FOLDER / "tmp").glob("act_*.npy"):
         f.unlink()  # every learner computes its activations on its own devices and in its own dtype
     keras.utils.set_random_seed(0)
@@ -96,7 +96,7 @@ def learner(policy: str, devices: int, precompute: bool = True, aug: bool = Fals
     # No dropout: MirroredStrategy's replicas draw their own masks, so only then is the history
     # of N devices that of one (JAX draws one mask for the global batch either way).
     return ConvLearner.pretrained(
-        tiny, data, precompute=precompute, weights=None, ps=0.0, devices=devices, mixed_precision=policy
+        tiny, data, precompute=precompute, weights=None, ps=0.0, devices=devices, mixed_precision=policy, bag=bag
     )
 
 
@@ -185,7 +185,31 @@ def lesson(policy: str, devices: int) -> dict:
         load_max_diff=float(np.abs(after - log_preds).max()),
         predict=log_preds.tolist(),
     )
+    cell["bag"] = bag_of_heads(policy, devices)
     return cell
+
+
+def bag_of_heads(policy: str, devices: int) -> dict:
+    """A bag of 2 heads, each fit on its own (`member`), then predicted on activations, images and with TTA."""
+    learn = learner(policy, devices, bag=2)
+    fits, firsts = [], []
+    for i in range(2):
+        with learn.member(i):
+            fits.append(learn.fit(0.01, 1, verbose=False))
+            firsts.append(learn.predict())  # member 0 alone, then the bag of both
+    on_acts = learn.predict()
+    learn.precompute = False
+    on_images = learn.predict()
+    tta, _ = learn.TTA(n_aug=1)
+    return {
+        "epochs": [r["epoch"] for r in learn.history],
+        "finite": finite(fits, on_acts, on_images, tta, firsts),
+        "sums_to_one": bool(np.allclose(np.exp(on_acts).sum(axis=1), 1.0, atol=1e-3)),
+        "member_0_differs": bool(np.abs(firsts[0] - on_acts).max() > 1e-6),
+        "bag_is_the_last_member_view": float(np.abs(firsts[1] - on_acts).max()),
+        "images_vs_activations": float(np.abs(np.exp(on_images) - np.exp(on_acts)).max()),
+        "predict": on_acts.tolist(),
+    }
 
 
 # ----------------------------------------------------------------------------- kit train, stopped and resumed
