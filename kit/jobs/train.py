@@ -636,7 +636,7 @@ def train(
             verbose=verbose,
             checkpoint_dir=run.checkpoint_dir,
             resume=ckpt,
-            find_lr=None if cfg.lr is not None else lambda: pick_lr(learn, cfg, None),
+            find_lr=lambda: pick_lr(learn, cfg, None),  # cfg.lr, when set, for every head
         )
     except KeyboardInterrupt as e:
         try:

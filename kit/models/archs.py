@@ -366,7 +366,7 @@ class BagMean(keras.layers.Layer):
     """The members' log-probabilities in, the log of their mean probability out (a bag's prediction)."""
 
     def call(self, members):
-        return log_mean_exp(ops.stack([ops.cast(m, "float32") for m in members], axis=0), axis=0)
+        return log_mean_exp(ops.stack(members, axis=0), axis=0)  # the heads end in float32, as this layer computes
 
 
 def build_bag(

@@ -349,7 +349,7 @@ class ConvLearner(OnDevices):
         """The model `fit` trains: a bag's member, the head on activations, or the whole model on images."""
         if not self.precompute:
             return self.model
-        return self.head if self._member is None or self.bag == 1 else self.members[self._member]
+        return self.head if self._member is None else self.members[self._member]
 
     # ----------------------------------------------------------------------------- training
     def _lrs(self, lrs: float | Sequence[float]) -> np.ndarray:
@@ -436,7 +436,7 @@ class ConvLearner(OnDevices):
         """Log-probabilities of a split through the compiled predict function, batches of one shape."""
         if self.precompute:
             batches = Batches(self._act[split], None, self.data.bs, fixed=True)
-            if self._member is None or self.bag == 1:
+            if self._member is None:
                 return self._predict(self.head, batches)
             # Inside `member(i)`: the bag of the members trained so far, as it will stand after member i.
             trained = np.stack([self._predict(m, batches) for m in self.members[: self._member + 1]])
